@@ -1,0 +1,317 @@
+"""System configuration: every MODEL.md parameter in one frozen dataclass, in SI units.
+
+Load it from YAML (:meth:`SystemConfig.from_yaml`) or a dict, and override single keys with
+``key=value`` strings as the CLI's ``--set`` does. Values may carry units where users write
+them (see :data:`UNITS`); a bare number is SI. Validation raises :class:`ConfigError` whose
+one-line message names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from .errors import ConfigError
+from .units import parse_quantity
+
+__all__ = ["SystemConfig", "ConfigError", "UNITS", "parse_overrides", "suggest_key"]
+
+_N0_DEFAULT = 10 ** (-174 / 10) * 1e-3  # -174 dBm/Hz in W/Hz
+
+# key -> dimension; string values of these keys may carry the units in fedopt.units
+UNITS: dict[str, str] = {
+    "f_c": "frequency",
+    "B": "frequency",
+    "f_min": "frequency",
+    "f_max": "frequency",
+    "N0": "psd",
+    "P_max": "power",
+    "P_min": "power",
+    "p_I": "power",
+    "theta": "ratio",
+    "T_max": "time",
+    "cell_radius": "length",
+    "d_min": "length",
+    "gnb_density": "density",
+}
+
+
+def _default_ranks(M: int) -> tuple[int, ...]:
+    """Ranks when only M is given: (8,) for a single module (FedLoRA), else 4, 8, 16, ... (ours)."""
+    return (8,) if M == 1 else tuple(4 * 2**i for i in range(M))
+
+
+@dataclass(frozen=True)
+class SystemConfig:
+    """Every parameter of MODEL.md with its default (MODEL.md, "Defaults"). SI units throughout."""
+
+    # population and modules
+    K: int = 100  # UEs
+    M: int = 3  # LoRA modules
+    M_max: int = 2  # modules a UE may subscribe to per round, (7b)
+    ranks: tuple[int, ...] = (4, 8, 16)  # r_m
+    module_size: str = "nominal"  # "nominal" (9216 r_m params) or "backend" (the backend's count)
+    params_per_rank: int = 9216  # nominal MiniLM-L6 shape: 2 targets x 6 layers x 2 x 384
+    bits_per_param: int = 16  # fp16 uploads
+    phi_per_rank: float = 1 / 64  # phi_m = 1 + r_m * phi_per_rank (relative compute cost, ours)
+    # wireless, (2) and (15)
+    f_c: float = 2.4e9  # carrier frequency [Hz]
+    alpha: float = 3.5  # path-loss exponent (> 2)
+    theta: float = 1.0  # SINR threshold (linear; "0 dB")
+    gnb_density: float = 1e-5  # PPP density lambda [1/m^2]
+    p_I: float = 0.1  # interferer power [W]
+    B: float = 20e6  # total bandwidth [Hz]
+    N0: float = _N0_DEFAULT  # noise PSD [W/Hz]
+    P_max: float = 0.2  # [W]
+    P_min: float = 1e-3  # [W]
+    cell_radius: float = 0.0  # [m]; 0 means 1/sqrt(pi lambda), the mean Voronoi radius
+    d_min: float = 10.0  # closest UE to the gNB [m] (ours)
+    # computation and energy, (4) and (13)
+    f_min: float = 1e9  # CPU/GPU frequency range [Hz]
+    f_max: float = 2e9
+    zeta: float = 1e-28  # effective switched capacitance
+    c_min: float = 500.0  # cycles per bit range
+    c_max: float = 1500.0
+    local_steps: int = 5  # I
+    batch: int = 8  # local batch; D_k^t = I * batch samples a round
+    s_bits: float = 2048.0  # bits per training sample
+    T_max: float = 5.0  # round deadline [s]
+    # data
+    data_min: int = 200  # local dataset size range |D_k| (ours)
+    data_max: int = 1000
+    alpha_dir: float = 0.5  # Dirichlet label skew
+    # objective and online layer, (7)-(12)
+    rho: float = 0.01  # energy-efficiency coefficient (see MODEL-NOTES.md for its calibration)
+    beta: float = 0.3  # long-term participation floor (7f)
+    energy_budget: float = 0.0  # E_bar_k [J/round]; 0 means no energy constraint
+    lr: float = 0.05  # eta in Gamma = (eta / 2) ||grad||^2
+
+    def __post_init__(self) -> None:
+        ranks = self.ranks
+        if isinstance(ranks, (int, float)):
+            ranks = (ranks,)
+        try:
+            ranks = tuple(int(r) for r in ranks)
+        except (TypeError, ValueError):
+            raise ConfigError(f"ranks: expected a list of integers, got {self.ranks!r}") from None
+        object.__setattr__(self, "ranks", ranks)
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name in ("ranks", "module_size"):
+                continue
+            if isinstance(v, str):  # units accepted in the constructor too: "200 mW"
+                v = _coerce(f.name, v)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+                raise ConfigError(f"{f.name}: expected a number, got {v!r}")
+            if math.isnan(v):
+                raise ConfigError(f"{f.name}: NaN is not a valid value")
+            if math.isinf(v):
+                raise ConfigError(f"{f.name}: must be finite, got {v}")
+            if v < 0:
+                raise ConfigError(f"{f.name}: must be >= 0, got {v:g}")
+            if f.type in ("int", int):
+                if float(v) != int(v):
+                    raise ConfigError(f"{f.name}: must be an integer, got {v:g}")
+                object.__setattr__(self, f.name, int(v))
+            else:
+                object.__setattr__(self, f.name, float(v))
+        self._check()
+
+    def _check(self) -> None:
+        if self.K == 0:
+            raise ConfigError("K: the number of UEs must be >= 1, got 0")
+        if self.M == 0:
+            raise ConfigError("M: the number of modules must be >= 1, got 0")
+        if len(self.ranks) != self.M:
+            raise ConfigError(f"ranks: has {len(self.ranks)} entries but M = {self.M}")
+        if any(r <= 0 for r in self.ranks):
+            raise ConfigError(f"ranks: every rank must be >= 1, got {list(self.ranks)}")
+        if self.M_max == 0:
+            raise ConfigError("M_max: must be >= 1, got 0")
+        if self.M_max > self.M:
+            raise ConfigError(f"M_max: {self.M_max} exceeds M = {self.M}")
+        if self.module_size not in ("nominal", "backend"):
+            raise ConfigError(f"module_size: must be 'nominal' or 'backend', got {self.module_size!r}")
+        if self.alpha <= 2:
+            raise ConfigError(f"alpha: the path-loss exponent must be > 2, got {self.alpha:g}")
+        if self.P_min <= 0:
+            raise ConfigError(f"P_min: must be > 0, got {self.P_min:g}")
+        if self.P_min > self.P_max:
+            raise ConfigError(f"P_min: {self.P_min:g} W exceeds P_max = {self.P_max:g} W")
+        for key in ("theta", "B", "f_c", "T_max", "gnb_density", "f_min", "c_min", "s_bits",
+                    "bits_per_param", "params_per_rank", "local_steps", "batch", "data_min"):
+            if getattr(self, key) == 0:
+                raise ConfigError(f"{key}: must be > 0, got 0")
+        for lo, hi in (("f_min", "f_max"), ("c_min", "c_max"), ("data_min", "data_max")):
+            if getattr(self, lo) > getattr(self, hi):
+                raise ConfigError(f"{lo}: {getattr(self, lo):g} exceeds {hi} = {getattr(self, hi):g}")
+        if self.beta > self.M_max:
+            raise ConfigError(f"beta: {self.beta:g} exceeds M_max = {self.M_max}")
+        if self.d_min >= self.radius:
+            raise ConfigError(f"d_min: {self.d_min:g} m is not inside the cell radius {self.radius:g} m")
+        if self.module_size == "nominal":
+            load = self.expected_bandwidth_load()
+            if load > 1.0:
+                raise ConfigError(
+                    f"beta: the expected sum of b_min over scheduled pairs is {load:.3g} > 1 "
+                    f"(the bandwidth budget); lower beta, K or the ranks, or raise B or T_max"
+                )
+
+    # --- derived quantities --------------------------------------------------------------
+
+    @property
+    def radius(self) -> float:
+        """Cell radius [m]: ``cell_radius`` or the mean Voronoi radius 1/sqrt(pi lambda)."""
+        return self.cell_radius or 1.0 / math.sqrt(math.pi * self.gnb_density)
+
+    @property
+    def samples_per_round(self) -> int:
+        """D_k^t = I x local batch."""
+        return int(self.local_steps * self.batch)
+
+    @property
+    def spectral_efficiency(self) -> float:
+        """log2(1 + theta): fixed-rate transmission at the threshold (MODEL.md (13))."""
+        return math.log2(1.0 + self.theta)
+
+    def nominal_module_bits(self) -> np.ndarray:
+        """S_m = n_params(m) * bits_per_param with the nominal 9216 r_m parameters. Shape (M,)."""
+        return np.asarray(self.ranks, float) * self.params_per_rank * self.bits_per_param
+
+    def phi(self) -> np.ndarray:
+        """phi_m = 1 + r_m / 64 (ours): module m's relative compute cost. Shape (M,)."""
+        return 1.0 + np.asarray(self.ranks, float) * self.phi_per_rank
+
+    def expected_bandwidth_load(self, n_samples: int = 4096) -> float:
+        """Expected Σ b_min of one round's scheduled pairs under the defaults' population.
+
+        The participation floor (7f) schedules beta * K UE-module pairs a round on average; each
+        module is equally likely. E[b_min] is taken over f_k ~ U[f_min, f_max] and c_k ~
+        U[c_min, c_max] on a fixed quasi-grid (deterministic). Pairs that miss the deadline
+        outright cannot be scheduled and are excluded.
+        """
+        from .energy import compute_time, min_bandwidth
+
+        u = (np.arange(n_samples) + 0.5) / n_samples
+        f = self.f_min + (self.f_max - self.f_min) * u
+        c = self.c_min + (self.c_max - self.c_min) * np.roll(u, n_samples // 3)
+        t_cmp = compute_time(self, self.phi()[None, :], c[:, None], self.samples_per_round, f[:, None])
+        bmin = min_bandwidth(self, self.nominal_module_bits()[None, :], t_cmp)
+        feasible = np.isfinite(bmin)
+        if not feasible.any():
+            return math.inf
+        return float(self.beta * self.K * bmin[feasible].mean())
+
+    # --- I/O ----------------------------------------------------------------------------
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None = None, **overrides: Any) -> SystemConfig:
+        """Build from a dict (e.g. parsed YAML); unknown keys raise with a close-match hint."""
+        merged = dict(data or {})
+        merged.update(overrides)
+        names = cls.field_names()
+        kwargs: dict[str, Any] = {}
+        for key, value in merged.items():
+            if key not in names:
+                raise ConfigError(f"unknown key '{key}'{suggest_key(key, names)}")
+            kwargs[key] = _coerce(key, value)
+        if "M" in kwargs and "ranks" not in kwargs:
+            kwargs["ranks"] = _default_ranks(int(kwargs["M"]))
+        if "ranks" in kwargs and "M" not in kwargs:
+            r = kwargs["ranks"]
+            kwargs["M"] = len(r) if isinstance(r, (list, tuple)) else 1
+        return cls(**kwargs)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> SystemConfig:
+        return cls.from_dict({**load_yaml(path), **parse_overrides(overrides or [])})
+
+    def replace(self, **changes: Any) -> SystemConfig:
+        """A copy with some keys changed (validated, units accepted)."""
+        return type(self).from_dict({**self.to_dict(), **changes})
+
+    def with_overrides(self, overrides: list[str]) -> SystemConfig:
+        """Apply CLI ``key=value`` strings."""
+        changes = parse_overrides(overrides)
+        if "M" in changes and "ranks" not in changes:
+            changes["ranks"] = _default_ranks(int(_coerce("M", changes["M"])))
+        return self.replace(**changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["ranks"] = list(self.ranks)
+        return d
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+
+def _coerce(key: str, value: Any) -> Any:
+    if key == "ranks":
+        if isinstance(value, str):
+            value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
+        if isinstance(value, (int, float)):
+            value = [value]
+        try:
+            return tuple(int(float(v)) for v in value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"ranks: expected a list of integers, got {value!r}") from None
+    if key == "module_size":
+        return str(value)
+    try:
+        return parse_quantity(value, UNITS.get(key))
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+
+
+def suggest_key(key: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
+    if not close:
+        close = [n for n in names if n.lower() == key.lower()]
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Parse ``key=value`` strings; values are YAML scalars or lists (``ranks=[4,8]``)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        out[key] = raw if value is None else value
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f" at line {line + 1}" if line is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of key: value")
+    return data
+
