@@ -228,6 +228,8 @@ class SystemConfig:
             kwargs[key] = _coerce(key, value)
         if "M" in kwargs and "ranks" not in kwargs:
             kwargs["ranks"] = _default_ranks(int(kwargs["M"]))
+        if "M" in kwargs and "M_max" not in kwargs:  # M = 1 (FedLoRA) implies M_max = 1
+            kwargs["M_max"] = min(cls.M_max, int(kwargs["M"]))
         if "ranks" in kwargs and "M" not in kwargs:
             r = kwargs["ranks"]
             kwargs["M"] = len(r) if isinstance(r, (list, tuple)) else 1
@@ -244,8 +246,10 @@ class SystemConfig:
     def with_overrides(self, overrides: list[str]) -> SystemConfig:
         """Apply CLI ``key=value`` strings."""
         changes = parse_overrides(overrides)
-        if "M" in changes and "ranks" not in changes:
-            changes["ranks"] = _default_ranks(int(_coerce("M", changes["M"])))
+        if "M" in changes:
+            m = int(_coerce("M", changes["M"]))
+            changes.setdefault("ranks", _default_ranks(m))
+            changes.setdefault("M_max", min(type(self).M_max, m))
         return self.replace(**changes)
 
     def to_dict(self) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .channel import interference_coefficient, noise_coefficient
-from .energy import compute_time, computation_energy, min_bandwidth
+from .energy import computation_energy, compute_time, min_bandwidth
 from .errors import ConfigError
 
 __all__ = ["Population", "draw_population", "uniform_disc"]
