@@ -1,0 +1,192 @@
+"""The run configuration: one flat ``key: value`` namespace for a simulation.
+
+A YAML file and ``--set key=value`` strings share one namespace. Each key is either a
+:class:`~fedopt.config.SystemConfig` key (MODEL.md's parameters), a run key (:data:`RUN_KEYS`)
+or an option of the chosen training backend (its ``OPTIONS``). Unknown keys raise a one-line
+:class:`ConfigError` with a close-match hint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..backends import backend_options
+from ..config import SystemConfig, _default_ranks, load_yaml, parse_overrides, suggest_key
+from ..errors import ConfigError
+
+__all__ = ["RunConfig", "RUN_KEYS", "KNOWN_POLICIES", "NORMALIZE"]
+
+NORMALIZE = ("received", "subscribed")
+STEP_SIZES = ("fixed", "inverse_L")
+
+
+def _known_policies() -> tuple[str, ...]:
+    try:
+        from ..online import POLICIES
+    except ImportError:  # the switching layer is optional for config checks
+        return ("primal_dual", "lyapunov", "greedy", "one_shot", "hindsight")
+    return tuple(POLICIES)
+
+
+KNOWN_POLICIES = _known_policies()
+
+# run key -> (default, help)
+RUN_KEYS: dict[str, tuple[Any, str]] = {
+    "rounds": (200, "T, the number of rounds"),
+    "policy": ("primal_dual", "switching policy: " + ", ".join(KNOWN_POLICIES)),
+    "power_method": (None, "power solver for (21); None: the allocator's default"),
+    "bandwidth_method": (None, "bandwidth solver for (16); None: the allocator's default"),
+    "backend": ("synthetic", "training backend: synthetic or lora"),
+    "normalize": ("received", "aggregation (1) over the 'received' or 'subscribed' uploads"),
+    "step_size": ("fixed", "local step size: 'fixed' (the system key lr) or 'inverse_L' (1/L)"),
+    "checkpoint_every": (10, "write a checkpoint every N rounds (0: never)"),
+    "mobility_step": (0.0, "UE random-walk step per round [m]"),
+    "probe_fraction": (1.0, "share of pairs probed for (loss, ||grad||^2) each round"),
+    "eval_every": (1, "evaluate the ensembles (3) every N rounds (and at the end)"),
+    "target_accuracy": (0.0, "report the first round the accuracy reaches this (0: off)"),
+    "seed": (0, "seeds the population, the backend, the channel draws and the policy"),
+    "data_dir": (None, "the backend's data folder (must exist if given)"),
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A resolved simulation config: run keys, backend options and the system."""
+
+    system: SystemConfig = field(default_factory=SystemConfig)
+    rounds: int = 200
+    policy: str = "primal_dual"
+    power_method: str | None = None
+    bandwidth_method: str | None = None
+    backend: str = "synthetic"
+    normalize: str = "received"
+    step_size: str = "fixed"
+    checkpoint_every: int = 10
+    mobility_step: float = 0.0
+    probe_fraction: float = 1.0
+    eval_every: int = 1
+    target_accuracy: float = 0.0
+    seed: int = 0
+    data_dir: str | None = None
+    backend_options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        def integer(key: str, lo: int) -> None:
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or float(v) != int(v):
+                raise ConfigError(f"{key}: expected an integer, got {v!r}")
+            if v < lo:
+                raise ConfigError(f"{key}: must be >= {lo}, got {v}")
+            object.__setattr__(self, key, int(v))
+
+        def number(key: str, lo: float, hi: float | None = None) -> None:
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ConfigError(f"{key}: expected a number, got {v!r}")
+            if v < lo or (hi is not None and v > hi):
+                rng = f"in [{lo:g}, {hi:g}]" if hi is not None else f">= {lo:g}"
+                raise ConfigError(f"{key}: must be {rng}, got {v:g}")
+            object.__setattr__(self, key, float(v))
+
+        integer("rounds", 1)
+        integer("checkpoint_every", 0)
+        integer("eval_every", 1)
+        integer("seed", 0)
+        number("mobility_step", 0.0)
+        number("probe_fraction", 0.0, 1.0)
+        number("target_accuracy", 0.0, 1.0)
+        for key, known in (("policy", KNOWN_POLICIES), ("normalize", NORMALIZE),
+                           ("step_size", STEP_SIZES)):
+            v = getattr(self, key)
+            if v not in known:
+                hint = suggest_key(str(v), list(known))
+                raise ConfigError(f"{key}: unknown value '{v}'{hint} (known: {', '.join(known)})")
+        backend_options(self.backend)  # unknown backend -> ConfigError
+        if self.data_dir is not None and not Path(self.data_dir).is_dir():
+            raise ConfigError(f"data_dir: directory '{self.data_dir}' does not exist")
+
+    # --- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """Split one flat dict into system keys, run keys and backend options (validated)."""
+        data = dict(data)
+        backend = str(data.get("backend", RUN_KEYS["backend"][0]))
+        options = backend_options(backend)
+        system_names = SystemConfig.field_names()
+        known = list(RUN_KEYS) + system_names + list(options)
+        system: dict[str, Any] = {}
+        run: dict[str, Any] = {}
+        opts: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in RUN_KEYS:
+                run[key] = value
+            elif key in system_names:
+                system[key] = value
+            elif key in options:
+                opts[key] = value
+            else:
+                raise ConfigError(f"unknown key '{key}'{suggest_key(key, known)}")
+        if "data_dir" in opts:  # a backend that reads data_dir itself gets the run's value
+            run.setdefault("data_dir", opts.pop("data_dir"))
+        return cls(system=SystemConfig.from_dict(system), backend_options=opts, **run)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, overrides: list[str] | None = None,
+             base: dict[str, Any] | None = None) -> RunConfig:
+        """``base`` dict, then the YAML file, then the ``key=value`` overrides (later wins).
+
+        An override of M without ranks resets the ranks to M's default, as SystemConfig does.
+        """
+        data = dict(base or {})
+        if path is not None:
+            data = merge(data, load_yaml(path))
+        return cls.from_dict(merge(data, parse_overrides(overrides or [])))
+
+    # --- output ---------------------------------------------------------------------------
+
+    def to_flat_dict(self) -> dict[str, Any]:
+        """Every key of the resolved config, one flat namespace (what config.yaml holds)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name not in ("system", "backend_options"):
+                out[f.name] = getattr(self, f.name)
+        options = backend_options(self.backend)
+        options.update(self.backend_options)
+        options.pop("data_dir", None)
+        out.update(options)
+        out.update(self.system.to_dict())
+        return out
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        text = yaml.safe_dump(self.to_flat_dict(), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """A copy with keys of the flat namespace changed (validated)."""
+        return type(self).from_dict(merge(self.to_flat_dict(), changes))
+
+    def backend_kwargs(self) -> dict[str, Any]:
+        kwargs = dict(self.backend_options)
+        if "data_dir" in backend_options(self.backend):
+            kwargs["data_dir"] = self.data_dir
+        return kwargs
+
+
+def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``changes``; a change of M alone resets the ranks to M's default."""
+    out = dict(base)
+    if "M" in changes and "ranks" not in changes and "ranks" in out:
+        try:
+            out["ranks"] = list(_default_ranks(int(changes["M"])))
+        except (TypeError, ValueError):
+            pass  # SystemConfig reports the bad M
+    out.update(changes)
+    return out
