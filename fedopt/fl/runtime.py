@@ -209,8 +209,7 @@ class Simulation:
         # 4. uploads succeed with probability q (15)
         received = self.rng.random(len(pairs)) < q[pairs.ue, pairs.module]
         # 5. aggregation (1)
-        w = aggregation_weights(pairs.module, res.n_samples, received, M, run.normalize)
-        self.params = aggregate_round(backend, self.params, pairs.module, res.updates, w)
+        self.params = self.aggregate(pairs, res, received)
         # 6. metrics
         active = x.any(axis=1)
         self.ensembles[active] = x[active]
@@ -224,6 +223,13 @@ class Simulation:
         self.rows.append(row)
         self.t += 1
         return row
+
+    def aggregate(self, pairs: PairBatch, res, received: np.ndarray) -> list:
+        """θ^{t+1} of every module from the round's received uploads, eq. (1). A baseline
+        scheme (:mod:`fedopt.baselines`: HetLoRA, FlexLoRA) overrides this hook."""
+        w = aggregation_weights(pairs.module, res.n_samples, received, self.pop.M,
+                                self.run_cfg.normalize)
+        return aggregate_round(self.backend, self.params, pairs.module, res.updates, w)
 
     def _row(self, t: int, x, q, received, alloc) -> dict[str, Any]:
         run, cfg, pop = self.run_cfg, self.system, self.pop
