@@ -106,7 +106,9 @@ class RunConfig:
             if v not in known:
                 hint = suggest_key(str(v), list(known))
                 raise ConfigError(f"{key}: unknown value '{v}'{hint} (known: {', '.join(known)})")
-        backend_options(self.backend)  # unknown backend -> ConfigError
+        defaults = backend_options(self.backend)  # unknown backend -> ConfigError
+        defaults.pop("data_dir", None)
+        object.__setattr__(self, "backend_options", {**defaults, **self.backend_options})
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
             raise ConfigError(f"data_dir: directory '{self.data_dir}' does not exist")
 
@@ -156,10 +158,7 @@ class RunConfig:
         for f in dataclasses.fields(self):
             if f.name not in ("system", "backend_options"):
                 out[f.name] = getattr(self, f.name)
-        options = backend_options(self.backend)
-        options.update(self.backend_options)
-        options.pop("data_dir", None)
-        out.update(options)
+        out.update(self.backend_options)
         out.update(self.system.to_dict())
         return out
 
