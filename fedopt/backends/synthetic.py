@@ -17,7 +17,7 @@ over the classes.
 
 Every call works on a whole :class:`PairBatch` at once: the pairs' parameters are stacked
 (LoRA ranks zero-padded to the batch's largest rank, which keeps the padding exactly zero under
-gradient steps) and every local step is a handful of batched einsums. Only slicing the results
+gradient steps) and every local step is a handful of batched matrix products. Only slicing the results
 back into per-pair dicts touches pairs one at a time.
 """
 
@@ -200,13 +200,13 @@ class SyntheticBackend:
         """Per-pair objective (N,) and its gradient wrt the adapter, on rows ``idx`` weighted ``w``."""
         X = self.x_train[idx]  # (N, b, h1)
         y = self.y_train[idx]
-        Z = np.einsum("nbh,nch->nbc", X, self._weights(theta, s))
+        Z = X @ self._weights(theta, s).transpose(0, 2, 1)  # batched matmul, (N, b, C)
         logp = _log_softmax(Z)
         ce = -(np.take_along_axis(logp, y[..., None], axis=-1)[..., 0] * w).sum(axis=1)
         G = np.exp(logp)
         G[np.arange(G.shape[0])[:, None], np.arange(G.shape[1])[None, :], y] -= 1.0
         G *= w[..., None]
-        dW = np.einsum("nbc,nbh->nch", G, X)
+        dW = G.transpose(0, 2, 1) @ X  # (N, C, h1)
         if self.dense:
             W = theta["W"]
             return ce + 0.5 * self.l2 * (W**2).sum(axis=(1, 2)), {"W": dW + self.l2 * W}
@@ -287,18 +287,19 @@ class SyntheticBackend:
         Wm = self._module_weights(params)
         ens = np.asarray(ensembles, dtype=bool)
         K = self.num_ues
-        logits = np.einsum("nh,mch->nmc", self.x_test, Wm)  # (n, M, C)
+        logits = np.stack([self.x_test @ W.T for W in Wm])  # (M, n, C); M BLAS calls
         base = self.x_test @ self.W_base.T
         mask = ens[self.test_ue].astype(float)  # (n, M)
-        cnt = mask.sum(axis=1, keepdims=True)
-        z = np.where(cnt > 0, np.einsum("nmc,nm->nc", logits, mask) / np.maximum(cnt, 1), base)
+        cnt = mask.sum(axis=1)[:, None]
+        z = sum(logits[m] * mask[:, m:m + 1] for m in range(Wm.shape[0]))  # M terms
+        z = np.where(cnt > 0, z / np.maximum(cnt, 1), base)
         correct = (z.argmax(axis=1) == self.y_test).astype(float)
         nll = -np.take_along_axis(_log_softmax(z), self.y_test[:, None], axis=1)[:, 0]
         counts = np.bincount(self.test_ue, minlength=K)
         ue_acc = np.bincount(self.test_ue, correct, K) / np.maximum(counts, 1)
         ue_loss = np.bincount(self.test_ue, nll, K) / np.maximum(counts, 1)
         omega = self.n / self.n.sum()
-        zg = np.einsum("nh,mch->nc", self.x_global, Wm) / Wm.shape[0]
+        zg = self.x_global @ Wm.mean(axis=0).T  # the logits are linear in W
         g_acc = float((zg.argmax(axis=1) == self.y_global).mean())
         g_loss = float(-np.take_along_axis(_log_softmax(zg), self.y_global[:, None], 1).mean())
         return Evaluation(ue_acc, ue_loss, float(omega @ ue_acc), float(omega @ ue_loss),
