@@ -1,0 +1,288 @@
+"""Shared numerics of the bandwidth problem (16): terms, derivatives, inflection points and
+the per-pair Lagrangian oracle min_b f_n(b) + ν b on a box (MODEL.md (17)-(20)).
+
+f_n(b) = -w_n e^{-a_n b} + c_n / b          (16), per pair
+f_n'(b) = w_n a_n e^{-a_n b} - c_n / b²      so f_n' + ν = 0 is (17)
+f_n''(b) = 2 c_n / b³ - w_n a_n² e^{-a_n b}
+
+f_n is convex on b > 0 iff 27 w_n / (2 e³ a_n c_n) <= 1. Otherwise f_n'' > 0 on (0, b1),
+< 0 on (b1, b2) and > 0 on (b2, ∞), where b1 < 3/a_n < b2 are the two roots of f_n'' = 0,
+b = -(3/a) W_{0,-1}( -(a/3) (2c/(w a²))^{1/3} ). On each convex piece f_n' + ν is
+increasing, so the piece's Lagrangian minimiser is its clipped root; on the concave piece
+the minimiser is an endpoint of the piece. The per-pair global Lagrangian minimiser is the
+best of: lo, hi, the clipped root on [lo, min(hi, b1)] and the clipped root on
+[max(lo, b2), hi].
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+EPS = np.finfo(float).eps
+
+
+def f(w, a, c, b):
+    """Per-pair term f_n(b), eq. (16)."""
+    return -w * np.exp(-a * b) + c / b
+
+
+def df(w, a, c, b):
+    """f_n'(b); (17) is df + ν = 0."""
+    return w * a * np.exp(-a * b) - c / (b * b)
+
+
+def d2f(w, a, c, b):
+    """f_n''(b) (MODEL.md, facts for a global method)."""
+    return 2.0 * c / (b * b * b) - w * a * a * np.exp(-a * b)
+
+
+def convex_mask(w, a, c) -> np.ndarray:
+    """True where f_n is convex on all of b > 0: 27 w / (2 e³ a c) <= 1 (MODEL.md)."""
+    return 27.0 * w <= 2.0 * math.e**3 * a * c
+
+
+def inflections(w, a, c, lo, hi) -> tuple[np.ndarray, np.ndarray]:
+    """Inflection points (b1, b2) of f_n that matter on the box [lo, hi]. Shape (N,) each.
+
+    f_n'' > 0 iff h(b) = ln(2c) − 3 ln b − ln(w a²) + a b > 0; h is convex in u = ln b with
+    its minimum at b = 3/a, so b1 < 3/a < b2. Where f_n is convex on the whole box
+    (h(clip(3/a)) >= 0, which covers MODEL.md's criterion 27w/(2e³ac) <= 1) both are +inf.
+    Otherwise b1 = 0 when b1 <= lo (no first convex piece in the box), b2 = +inf when
+    b2 >= hi (no last convex piece), and the others are found by Newton on h(u), which
+    converges monotonically from lo (for b1) and from hi (for b2) because h is convex in u.
+    """
+    n = w.shape[0]
+    b1 = np.full(n, np.inf)
+    b2 = np.full(n, np.inf)
+    cand = ~convex_mask(w, a, c)
+    if not cand.any():
+        return b1, b2
+    idx = np.flatnonzero(cand)
+    wi, ai, ci, li, hi_ = w[idx], a[idx], c[idx], lo[idx], hi[idx]
+    with np.errstate(divide="ignore"):
+        k = np.log(2.0 * ci) - np.log(wi * ai * ai)
+
+    def h(b):
+        return k - 3.0 * np.log(b) + ai * b
+
+    m = np.clip(3.0 / ai, li, hi_)
+    conc = h(m) < 0  # a concave piece meets the box
+    idx, k, ai, li, hi_ = idx[conc], k[conc], ai[conc], li[conc], hi_[conc]
+    if idx.size == 0:
+        return b1, b2
+    m = 3.0 / ai
+    for side in (0, 1):
+        start = li if side == 0 else hi_
+        hs = k - 3.0 * np.log(start) + ai * start
+        has = (hs > 0) & ((start < m) if side == 0 else (start > m))
+        r = np.where(side == 0, 0.0, np.inf) * np.ones(idx.size)
+        sel = np.flatnonzero(has)
+        if sel.size:
+            u = np.log(start[sel])
+            kk, aa = k[sel], ai[sel]
+            for _ in range(100):
+                e = aa * np.exp(u)
+                step = (kk - 3.0 * u + e) / (e - 3.0)
+                u = u - step
+                if np.all(np.abs(step) <= 1e-15 * (1.0 + np.abs(u))):
+                    break
+            r[sel] = np.exp(u)
+        if side == 0:
+            b1[idx] = r
+        else:
+            b2[idx] = r
+    return b1, b2
+
+
+def monotone_root(w, a, c, nu, lo, hi, x0=None, max_iter: int = 100):
+    """Root of φ(b) = f'(b) + ν on [lo, hi] where φ is increasing and φ(lo) < 0 < φ(hi).
+
+    φ = 0 is (17): c/b² = ν + w a e^{-ab}. The start is one fixed-point step
+    b = sqrt(c / (ν + w a e^{-ab})) (exact when a b -> 0); Newton then runs on
+    H(b) = b² (ν + w a e^{-ab}) − c = b² φ(b), which has the sign of φ and is almost
+    quadratic, so one or two steps usually suffice. Every step is safeguarded by the
+    bracket [lo, hi] (updated with the sign of H) and replaced by a geometric bisection
+    when it leaves it or stops shrinking. Vectorised; ν may be a scalar.
+    Returns (root, iterations).
+    """
+    lo = lo.copy()
+    hi = hi.copy()
+    if x0 is None:
+        x = np.sqrt(c / (nu + w * a))
+    else:
+        x = np.sqrt(c / (nu + w * a * np.exp(-a * x0)))
+    inside = (x > lo) & (x < hi)
+    if not inside.all():
+        x = np.where(inside, x, np.sqrt(lo * hi))
+    out = x.copy()
+    idx = None
+    W, A, C = w, a, c
+    NU = nu
+    vec_nu = np.ndim(nu) > 0
+    it = 0
+    prev = None
+    while it < max_iter:
+        it += 1
+        e = W * A * np.exp(-A * x)
+        K = NU + e
+        H = x * x * K - C
+        dH = x * (2.0 * K - A * x * e)
+        neg = H < 0
+        lo = np.where(neg, x, lo)
+        hi = np.where(neg, hi, x)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = H / dH
+        xn = x - step
+        newton_done = np.abs(step) <= 8 * EPS * x
+        bad = ~((xn >= lo) & (xn <= hi)) & ~newton_done
+        if prev is not None:
+            bad |= np.abs(step) > 0.5 * prev  # not converging: bisect
+        if bad.any():
+            xn = np.where(bad, np.sqrt(lo * hi), xn)
+        done = newton_done | (hi - lo <= 4 * EPS * hi) | (H == 0)
+        if idx is None:
+            out = xn
+        else:
+            out[idx] = xn
+        if done.all():
+            break
+        if done.any():
+            keep = np.flatnonzero(~done)
+            idx = keep if idx is None else idx[keep]
+            x, lo, hi = xn[keep], lo[keep], hi[keep]
+            W, A, C = W[keep], A[keep], C[keep]
+            if vec_nu:
+                NU = NU[keep]
+            prev = np.where(bad, np.inf, np.abs(step))[keep]
+        else:
+            x = xn
+            prev = np.where(bad, np.inf, np.abs(step))
+    return out, it
+
+
+class _Piece:
+    """Convex pieces [l, r] of the pairs ``idx`` (None: all pairs), with f' and f at the ends."""
+
+    def __init__(self, w, a, c, idx, l, r, fl, fr) -> None:
+        self.idx = idx
+        if idx is None:
+            self.w, self.a, self.c = w, a, c
+        else:
+            self.w, self.a, self.c = w[idx], a[idx], c[idx]
+        self.l, self.r, self.fl, self.fr = l, r, fl, fr
+        self.dl = df(self.w, self.a, self.c, l)
+        self.dr = df(self.w, self.a, self.c, r)
+        self.warm: np.ndarray | None = None
+
+    def solve(self, nu: float):
+        """Clipped root of f' + ν on each piece: (b, f(b), free mask, iterations)."""
+        tl = self.dl + nu
+        at_l = tl >= 0
+        free = ~at_l & (self.dr + nu > 0)
+        x = np.where(at_l, self.l, self.r)
+        val = np.where(at_l, self.fl, self.fr)
+        iters = 0
+        n = x.shape[0]
+        fi = np.flatnonzero(free)
+        if fi.size == n:
+            x0 = self.warm
+            x, iters = monotone_root(self.w, self.a, self.c, nu, self.l, self.r, x0)
+            val = f(self.w, self.a, self.c, x)
+        elif fi.size:
+            x0 = None if self.warm is None else self.warm[fi]
+            w, a, c = self.w[fi], self.a[fi], self.c[fi]
+            r_, iters = monotone_root(w, a, c, nu, self.l[fi], self.r[fi], x0)
+            x[fi] = r_
+            val[fi] = f(w, a, c, r_)
+        self.warm = x
+        return x, val, free, iters
+
+
+class Box:
+    """The per-pair Lagrangian oracle on one box [lo, hi] (one B&B node). Arrays (N,)."""
+
+    def __init__(self, w, a, c, lo, hi, b1, b2) -> None:
+        self.w, self.a, self.c, self.lo, self.hi = w, a, c, lo, hi
+        self.f_lo = f(w, a, c, lo)
+        self.f_hi = f(w, a, c, hi)
+        n = w.shape[0]
+        # first convex piece [lo, min(hi, b1)]
+        A_r = np.minimum(hi, b1)
+        hasA = A_r >= lo
+        if hasA.all():
+            fr = np.where(A_r == hi, self.f_hi, f(w, a, c, A_r))
+            self.pA = _Piece(w, a, c, None, lo, A_r, self.f_lo, fr)
+        else:
+            ia = np.flatnonzero(hasA)
+            self.pA = _Piece(w, a, c, ia, lo[ia], A_r[ia], self.f_lo[ia],
+                             f(w[ia], a[ia], c[ia], A_r[ia])) if ia.size else None
+        # last convex piece [max(lo, b2), hi] (pairs whose b2 lies below hi)
+        ic = np.flatnonzero(b2 < hi)
+        if ic.size:
+            C_l = np.maximum(lo[ic], b2[ic])
+            self.pC = _Piece(w, a, c, ic, C_l, hi[ic], f(w[ic], a[ic], c[ic], C_l),
+                             self.f_hi[ic])
+        else:
+            self.pC = None
+        self.n = n
+
+    def argmin(self, nu: float):
+        """Global minimiser of f_n(b) + ν b on [lo_n, hi_n] for every pair.
+
+        Returns (b, value f_n(b) + ν b, free mask (interior root of (17)), iterations).
+        """
+        lo, hi = self.lo, self.hi
+        v_lo = self.f_lo + nu * lo
+        v_hi = self.f_hi + nu * hi
+        m = v_hi < v_lo
+        best_b = np.where(m, hi, lo)
+        best_v = np.where(m, v_hi, v_lo)
+        free = np.zeros(self.n, dtype=bool)
+        iters = 0
+        for piece in (self.pA, self.pC):
+            if piece is None:
+                continue
+            x, fx, fr, it = piece.solve(nu)
+            iters = max(iters, it)
+            v = fx + nu * x
+            if piece.idx is None:
+                m = v <= best_v
+                best_b = np.where(m, x, best_b)
+                best_v = np.where(m, v, best_v)
+                free = np.where(m, fr, free)
+            else:
+                ii = piece.idx
+                m = v <= best_v[ii]
+                sel = ii[m]
+                best_b[sel] = x[m]
+                best_v[sel] = v[m]
+                free[sel] = fr[m]
+        return best_b, best_v, free, iters
+
+
+def fsum(x: np.ndarray) -> float:
+    """Exactly rounded sum (math.fsum) for N <= 20000, numpy's pairwise sum above (relative
+    error ~1e-15, far inside every tolerance here)."""
+    x = np.asarray(x, dtype=float)
+    return math.fsum(x.tolist()) if x.size <= 20_000 else float(np.sum(x))
+
+
+def make_feasible(b: np.ndarray, lo: np.ndarray, hi: np.ndarray, budget: float) -> np.ndarray:
+    """Clip b into [lo, hi] and remove any excess over the budget (in place).
+
+    For large N the pairwise np.sum (error < 1e-15 relative here) is used with a 4e-15
+    margin instead of the exact fsum, so Σ b <= budget holds exactly either way.
+    """
+    np.clip(b, lo, hi, out=b)
+    big = b.size > 20_000
+    cap = budget * (1 - 4e-15) if big else budget
+    for _ in range(20):
+        excess = (float(np.sum(b)) if big else fsum(b)) - cap
+        if excess <= 0:
+            return b
+        room = b - lo
+        k = int(np.argmax(room))
+        b[k] = max(lo[k], b[k] - excess * (1 + 1e-12) - 4 * EPS * b[k])
+    return b

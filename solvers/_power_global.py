@@ -1,0 +1,204 @@
+"""Certified global method for the power problem (21), vectorised over UEs.
+
+In s = ln p the objective of (21) and its derivatives are, with t₁ = e^{−s}, t₂ = e^{−γs},
+γ = 2/α, u_m = A_m t₁ + κ t₂ (so q_m = Y_m = e^{−u_m}) and X_m = A_m t₁ + γκ t₂:
+
+    F(s)  = Σ_m W_m (1 − Y_m) + C e^s                         (21)
+    D(s)  = dF/ds = p·F'(p) = C e^s − Σ_m W_m X_m Y_m          (22) times p
+    D'(s) = C e^s − Σ_m W_m Y_m (X'_m + X_m²),  X'_m = −A_m t₁ − γ²κ t₂
+
+Why no stationary point can be missed (a certified grid): on any cell [s_a, s_b] each factor
+is monotone — X_m and X_m² decrease, Y_m, X'_m and C e^s increase — so interval enclosures
+of D and D' on the cell follow from the endpoint values alone:
+
+    D  ∈ [C e^{s_a} − Σ W X(s_a) Y(s_b),  C e^{s_b} − Σ W X(s_b) Y(s_a)]
+    D' ∈ [C e^{s_a} − Σ W max(Z⁺Y),        C e^{s_b} − Σ W min(Z⁻Y)],
+         Z⁻ = X'(s_a) + X(s_b)², Z⁺ = X'(s_b) + X(s_a)², Y ∈ [Y(s_a), Y(s_b)].
+
+Every cell is split until it is *proved* (i) monotone (D's enclosure excludes 0: no
+stationary point, the minimum is an endpoint), (ii) convex in s (D' > 0: at most one
+stationary point, a minimum, found by safeguarded Newton inside the sign change of D) or
+(iii) concave in s (D' < 0: minimum at an endpoint). The global minimum is then the best of
+all cell endpoints (which include p_min and p_max) and the Newton roots, and its value is
+also the certified lower bound. Cells still undecided after ``max_depth`` splits (only at a
+degenerate point where D = D' = 0) keep the rigorous bound F(s_a) + min(0, D_low)(s_b − s_a).
+Enclosures get a relative safety margin of 1e-12 against rounding.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+MARGIN = 1e-12
+
+
+class _Data:
+    def __init__(self, W, A, kappa, C, gamma):
+        self.W, self.A, self.kappa, self.C, self.g = W, A, kappa, C, gamma
+
+    def at(self, k: np.ndarray, s: np.ndarray):
+        """Quantities at points s (n,) of UEs k (n,): X, Y, X' (n, M), Ce, F, D (n,)."""
+        W, A = self.W[k], self.A[k]
+        kap = self.kappa[k][:, None]
+        t1 = np.exp(-s)[:, None]
+        t2 = np.exp(-self.g * s)[:, None]
+        u = A * t1 + kap * t2
+        Y = np.exp(-u)
+        X = A * t1 + self.g * kap * t2
+        Xp = -A * t1 - self.g * self.g * kap * t2
+        Ce = self.C[k] * np.exp(s)
+        F = np.sum(W * -np.expm1(-u), axis=1) + Ce
+        D = Ce - np.sum(W * X * Y, axis=1)
+        return X, Y, Xp, Ce, F, D
+
+    def d_and_dd(self, k, s):
+        X, Y, Xp, Ce, F, D = self.at(k, s)
+        dD = Ce - np.sum(self.W[k] * Y * (Xp + X * X), axis=1)
+        return D, dD, F
+
+
+def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 16, max_depth: int = 60):
+    """Global minimiser of (21) for every UE. Arrays W, A (K, M); kappa, C (K,).
+
+    Returns (p (K,), objective (K,), bound (K,), stationary points (list per UE),
+    levels, n_cells).
+    """
+    K = W.shape[0]
+    gamma = 2.0 / alpha
+    p = np.full(K, p_min)
+    obj = C * p_min
+    bound = obj.copy()
+    stationary: list[list[float]] = [[] for _ in range(K)]
+    live = np.flatnonzero(W.sum(axis=1) > 0)
+    if live.size == 0 or p_min == p_max:
+        if p_min == p_max and live.size:
+            d = _Data(W, A, kappa, C, gamma)
+            s = np.full(live.size, math.log(p_min))
+            F = d.at(live, s)[4]
+            obj[live] = F
+            bound[live] = F
+        return p, obj, bound, stationary, 0, 0
+    d = _Data(W, A, kappa, C, gamma)
+    s0, s1 = math.log(p_min), math.log(p_max)
+    # initial grid: points (live, grid+1)
+    sg = np.linspace(s0, s1, grid + 1)
+    kk = np.repeat(live, grid + 1)
+    ss = np.tile(sg, live.size)
+    X, Y, Xp, Ce, F, D = d.at(kk, ss)
+    n = live.size
+    ia = (np.arange(n)[:, None] * (grid + 1) + np.arange(grid)[None, :]).ravel()
+    ib = ia + 1
+    cell = {
+        "k": kk[ia], "sa": ss[ia], "sb": ss[ib],
+        "Xa": X[ia], "Ya": Y[ia], "Xpa": Xp[ia], "Ca": Ce[ia], "Fa": F[ia], "Da": D[ia],
+        "Xb": X[ib], "Yb": Y[ib], "Xpb": Xp[ib], "Cb": Ce[ib], "Fb": F[ib], "Db": D[ib],
+    }
+    # best endpoint so far per UE (all grid points are candidates)
+    best_F = np.full(K, np.inf)
+    best_s = np.full(K, s0)
+    _update_best(best_F, best_s, kk, ss, F)
+    lower = np.full(K, np.inf)  # bounds of degenerate cells
+    convex_cells = []
+    levels = 0
+    n_cells = cell["k"].size
+    while cell["k"].size and levels <= max_depth:
+        levels += 1
+        Wk = W[cell["k"]]
+        scale = cell["Cb"] + np.sum(Wk * cell["Xa"], axis=1) + 1e-300
+        Zl = cell["Xpa"] + cell["Xb"] ** 2
+        Zu = cell["Xpb"] + cell["Xa"] ** 2
+        # each term X_m Y_m is monotone in s where Z_m = X'_m + X_m² keeps its sign
+        # (d(XY)/ds = Y Z): then its endpoint values bound it exactly
+        XYa = cell["Xa"] * cell["Ya"]
+        XYb = cell["Xb"] * cell["Yb"]
+        mono = (Zl > 0) | (Zu < 0)
+        t_hi = np.where(mono, np.maximum(XYa, XYb), cell["Xa"] * cell["Yb"])
+        t_lo = np.where(mono, np.minimum(XYa, XYb), cell["Xb"] * cell["Ya"])
+        D_low = cell["Ca"] - np.sum(Wk * t_hi, axis=1)
+        D_up = cell["Cb"] - np.sum(Wk * t_lo, axis=1)
+        monotone = (D_low > MARGIN * scale) | (D_up < -MARGIN * scale)
+        T_up = np.maximum(Zu * cell["Ya"], Zu * cell["Yb"])
+        T_low = np.minimum(Zl * cell["Ya"], Zl * cell["Yb"])
+        scale2 = cell["Cb"] + np.sum(Wk * (np.abs(cell["Xpa"]) + cell["Xa"] ** 2), axis=1) + 1e-300
+        DD_low = cell["Ca"] - np.sum(Wk * T_up, axis=1)
+        DD_up = cell["Cb"] - np.sum(Wk * T_low, axis=1)
+        convex = ~monotone & (DD_low > MARGIN * scale2)
+        concave = ~monotone & ~convex & (DD_up < -MARGIN * scale2)
+        # convex cells with a sign change of D hold one interior minimum
+        sc = convex & (cell["Da"] < 0) & (cell["Db"] > 0)
+        if sc.any():
+            convex_cells.append({key: v[sc] for key, v in cell.items()})
+        undecided = ~(monotone | convex | concave)
+        if levels > max_depth:
+            u = undecided
+            if u.any():
+                lb = cell["Fa"][u] + np.minimum(0.0, D_low[u]) * (cell["sb"][u] - cell["sa"][u])
+                np.minimum.at(lower, cell["k"][u], lb)
+            break
+        if not undecided.any():
+            break
+        c = {key: v[undecided] for key, v in cell.items()}
+        sm = 0.5 * (c["sa"] + c["sb"])
+        Xm, Ym, Xpm, Cm, Fm, Dm = d.at(c["k"], sm)
+        _update_best(best_F, best_s, c["k"], sm, Fm)
+        left = dict(c, sb=sm, Xb=Xm, Yb=Ym, Xpb=Xpm, Cb=Cm, Fb=Fm, Db=Dm)
+        right = dict(c, sa=sm, Xa=Xm, Ya=Ym, Xpa=Xpm, Ca=Cm, Fa=Fm, Da=Dm)
+        cell = {key: np.concatenate([left[key], right[key]]) for key in c}
+        n_cells += cell["k"].size
+    # Newton in each convex cell with a sign change
+    if convex_cells:
+        cc = {key: np.concatenate([c[key] for c in convex_cells]) for key in convex_cells[0]}
+        s_root, F_root = _newton(d, cc["k"], cc["sa"], cc["sb"], cc["Da"], cc["Db"])
+        _update_best(best_F, best_s, cc["k"], s_root, F_root)
+        for k_, s_ in zip(cc["k"].tolist(), s_root.tolist()):
+            stationary[k_].append(math.exp(s_))
+    p[live] = np.exp(best_s[live])
+    p = np.clip(p, p_min, p_max)
+    obj[live] = best_F[live]
+    bound[live] = np.minimum(best_F[live], lower[live])
+    return p, obj, bound, stationary, levels, n_cells
+
+
+def _update_best(best_F, best_s, k, s, F):
+    order = np.lexsort((F, k))
+    k_sorted = k[order]
+    first = np.ones(k_sorted.size, dtype=bool)
+    first[1:] = k_sorted[1:] != k_sorted[:-1]
+    kk = k_sorted[first]
+    FF = F[order][first]
+    ss = s[order][first]
+    better = FF < best_F[kk]
+    best_F[kk[better]] = FF[better]
+    best_s[kk[better]] = ss[better]
+
+
+def _newton(d: _Data, k, lo, hi, Dlo, Dhi, max_iter: int = 100):
+    """Root of D(s) on [lo, hi] where D is increasing (D' > 0 certified), D(lo) < 0 < D(hi):
+    Newton from the secant point, safeguarded by bisection. Returns (s, F(s))."""
+    lo, hi = lo.copy(), hi.copy()
+    s = lo - Dlo * (hi - lo) / (Dhi - Dlo)
+    s = np.where((s > lo) & (s < hi), s, 0.5 * (lo + hi))
+    out_s = s.copy()
+    out_F = np.zeros_like(s)
+    idx = np.arange(s.size)
+    kk = k
+    for _ in range(max_iter):
+        D, dD, F = d.d_and_dd(kk, s)
+        out_s[idx] = s
+        out_F[idx] = F
+        neg = D < 0
+        lo = np.where(neg, s, lo)
+        hi = np.where(neg, hi, s)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = D / dD
+        sn = s - step
+        done = (np.abs(step) <= 4e-16 * np.maximum(1.0, np.abs(s))) | (D == 0) | (hi - lo <= 4e-16 * np.maximum(1.0, np.abs(s)))
+        bad = ~((sn > lo) & (sn < hi)) & ~done
+        sn = np.where(bad, 0.5 * (lo + hi), sn)
+        if done.all():
+            break
+        keep = ~done
+        idx, kk, s, lo, hi = idx[keep], kk[keep], sn[keep], lo[keep], hi[keep]
+    return out_s, out_F

@@ -1,0 +1,140 @@
+"""Bandwidth allocation (16)-(20): one public entry, ``solve_bandwidth``, dispatching by
+``method=`` to one private worker per method (as ``scipy.optimize.minimize`` does).
+
+Methods
+-------
+``global`` (what ``auto`` runs)
+    Certified global branch and bound on the Lagrangian dual / convex-envelope relaxation
+    (:mod:`._bandwidth_global`). ``optimal`` only with gap <= tol.
+``lambertw``
+    The closed form (19) on the W₀ branch with the endpoint comparison; Newton on ν for
+    (20) with db/dν = −1/f'' when the budget binds.
+``alg1``
+    Algorithm 1, the two-tier binary search.
+``scip``
+    The Pyomo model of (16) (``fedopt.models.bandwidth_model``) solved by SCIP.
+``ipopt``
+    Local interior point (cyipopt) with analytic gradient and Hessian.
+``cvxpy``
+    CVXPY + Clarabel, only when every term is convex (27 w/(2e³ac) <= 1).
+
+Every returned point is checked against the instance's bounds and budget (and projected
+into them if a solver left it outside); such a point is never labelled ``optimal`` unless the
+exact objective is certified within ``tol`` of a valid lower bound.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from ..errors import FedoptError
+from ..instances import BandwidthInstance
+from ._bandwidth_core import f, fsum
+from ._solution import Solution, relative_gap
+
+__all__ = ["solve_bandwidth", "BANDWIDTH_METHODS", "bandwidth_objective"]
+
+BANDWIDTH_METHODS = ("auto", "global", "lambertw", "alg1", "scip", "ipopt", "cvxpy")
+
+
+def bandwidth_objective(inst: BandwidthInstance, b: np.ndarray) -> float:
+    """Objective of (16) in canonical form (fsum for N <= 20000, pairwise sum above)."""
+    return fsum(f(inst.w, inst.a, inst.c, np.asarray(b, dtype=float)))
+
+
+def _violation(inst: BandwidthInstance, b: np.ndarray) -> float:
+    if inst.n <= 20_000:
+        return inst.violation(b)
+    b = np.asarray(b, dtype=float)
+    if b.shape != inst.w.shape or not np.all(np.isfinite(b)):
+        return math.inf
+    s = float(np.sum(b))
+    over = s - inst.budget if s > inst.budget * (1 - 2e-15) else 0.0
+    if 0 < over:
+        over = inst.violation(b)  # decide exactly near the boundary
+    return float(max(0.0, np.max(inst.b_min - b), np.max(b - inst.b_max), over))
+
+
+def _finish(inst, b, method, status, iterations, t0, bound, tol, extras) -> Solution:
+    if b is None:
+        return Solution(np.full(inst.n, np.nan), math.nan, status if status != "optimal"
+                        else "error", method, iterations, time.perf_counter() - t0, bound,
+                        None, extras)
+    from ._bandwidth_refs import project
+
+    b = np.asarray(b, dtype=float)
+    viol = _violation(inst, b)
+    if viol > 0:
+        extras = dict(extras, projected_from_violation=viol)
+        b = project(inst, b)
+        if _violation(inst, b) > 0:
+            return Solution(b, math.nan, "error", method, iterations,
+                            time.perf_counter() - t0, bound, None, extras)
+    obj = bandwidth_objective(inst, b)
+    gap = relative_gap(obj, bound)
+    if gap is not None and gap <= tol and status in ("optimal", "locally_optimal", "feasible"):
+        status = "optimal"
+    elif status == "optimal":
+        status = "feasible"
+    return Solution(b, obj, status, method, int(iterations), time.perf_counter() - t0, bound,
+                    gap, extras)
+
+
+def solve_bandwidth(instance: BandwidthInstance, method: str = "auto", tol: float = 1e-9,
+                    time_limit: float = 60.0) -> Solution:
+    """Solve the bandwidth problem (16) for ``instance``; ``x`` is b with shape (N,).
+
+    ``tol`` is the relative gap below which a result is certified ``optimal``;
+    ``time_limit`` (seconds) bounds ``global``, ``scip`` and ``ipopt``.
+    """
+    if method not in BANDWIDTH_METHODS:
+        raise ValueError(f"unknown bandwidth method {method!r}; known: {', '.join(BANDWIDTH_METHODS)}")
+    t0 = time.perf_counter()
+    if method in ("auto", "global"):
+        from . import _bandwidth_global
+
+        b, _, bound, status, nodes, extras = _bandwidth_global.solve(instance, tol, time_limit)
+        return _finish(instance, b, method, status, nodes, t0, bound, tol, extras)
+    if method == "lambertw":
+        from ._bandwidth_local import solve_lambertw
+
+        b, nu, it, bound = solve_lambertw(instance, tol)
+        return _finish(instance, b, method, "locally_optimal", it, t0, bound, tol, {"nu": nu})
+    if method == "alg1":
+        from ._bandwidth_local import solve_alg1
+
+        b, nu, it, bound, n1 = solve_alg1(instance)
+        return _finish(instance, b, method, "feasible", it, t0, bound, tol,
+                       {"nu": nu, "tier1_iterations": n1})
+    if method == "scip":
+        from ._bandwidth_refs import solve_scip
+
+        b, r = solve_scip(instance, time_limit)
+        extras = {"native_status": r["native"], "scip_objective": r["incumbent"],
+                  "scip_seconds": r["seconds"]}
+        return _finish(instance, b, method, r["status"], r["nodes"], t0, r["bound"], tol, extras)
+    if method == "ipopt":
+        from ._bandwidth_refs import IPOPT_STATUS_MAP, solve_ipopt
+
+        x, info = solve_ipopt(instance, time_limit)
+        st = IPOPT_STATUS_MAP.get(int(info["status"]), "error")
+        extras = {"native_status": int(info["status"]), "message": info["status_msg"],
+                  "nu": float(np.atleast_1d(info["mult_g"])[0])}
+        b = x if st in ("locally_optimal", "feasible", "time_limit") else None
+        return _finish(instance, b, method, st, 0, t0, None, tol, extras)
+    if method == "cvxpy":
+        from ._bandwidth_local import lagrangian_bound
+        from ._bandwidth_refs import CVXPY_STATUS_MAP, solve_cvxpy
+
+        try:
+            x, nu, it, native = solve_cvxpy(instance, tol)
+        except FedoptError:
+            raise
+        st = CVXPY_STATUS_MAP.get(native, "error")
+        bound = lagrangian_bound(instance, nu) if x is not None else None
+        return _finish(instance, x, method, st, it, t0, bound, tol,
+                       {"nu": nu, "native_status": native})
+    raise AssertionError(method)

@@ -1,0 +1,200 @@
+"""Transmit power (21)-(22): ``solve_power`` for one UE and ``solve_power_batch`` for all K
+UEs at once, dispatching by ``method=`` to one private worker per method.
+
+Methods
+-------
+``global`` (what ``auto`` runs)
+    Every stationary point of (22) on [p_min, p_max], bracketed on a certified grid in
+    log p and refined by safeguarded Newton, compared with the endpoints
+    (:mod:`._power_global` states why no stationary point can be missed). Vectorised over
+    UEs; ``optimal`` with its own certified bound.
+``ipopt``
+    The paper's interior point, through cyipopt (analytic gradient and Hessian).
+``bounded``
+    ``scipy.optimize.minimize_scalar(method="bounded")``, as a user might try.
+``scip``
+    The Pyomo model of (21) (``fedopt.models.power_model``) solved by SCIP.
+``max``
+    p = P_max, the paper's maximum-power baseline.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from ..instances import PowerBatch, PowerInstance
+from ._solution import Solution, relative_gap
+
+__all__ = ["solve_power", "solve_power_batch", "POWER_METHODS"]
+
+POWER_METHODS = ("auto", "global", "ipopt", "bounded", "scip", "max")
+
+
+def _terms(inst: PowerInstance, p: float):
+    """Objective (21), its derivative (22) and second derivative at p."""
+    g = 2.0 / inst.alpha
+    W, A, k = inst.W, inst.A, inst.kappa
+    u = A / p + k * p**-g
+    q = np.exp(-u)
+    du = -A / p**2 - g * k * p ** (-g - 1)  # du/dp
+    d2u = 2 * A / p**3 + g * (g + 1) * k * p ** (-g - 2)
+    F = float(np.sum(W * -np.expm1(-u)) + inst.C * p)
+    dF = float(np.sum(W * q * du) + inst.C)  # d(1 - e^{-u})/dp = e^{-u} u'
+    d2F = float(np.sum(W * q * (d2u - du * du)))
+    return F, dF, d2F
+
+
+def _finish(inst, p, method, status, iterations, t0, bound, tol, extras) -> Solution:
+    if p is None or not math.isfinite(p):
+        return Solution(math.nan, math.nan, "error" if status == "optimal" else status, method,
+                        iterations, time.perf_counter() - t0, bound, None, extras)
+    p = float(p)
+    if inst.violation(p) > 0:
+        extras = dict(extras, projected_from_violation=inst.violation(p))
+        p = min(max(p, inst.p_min), inst.p_max)
+    obj = inst.objective(p)
+    gap = relative_gap(obj, bound)
+    if gap is not None and gap <= tol and status in ("optimal", "locally_optimal", "feasible"):
+        status = "optimal"
+    elif status == "optimal":
+        status = "feasible"
+    return Solution(p, obj, status, method, int(iterations), time.perf_counter() - t0, bound,
+                    gap, extras)
+
+
+def solve_power(instance: PowerInstance, method: str = "auto", tol: float = 1e-12,
+                time_limit: float = 60.0) -> Solution:
+    """Solve one UE's power problem (21); ``x`` is p (a float)."""
+    if method not in POWER_METHODS:
+        raise ValueError(f"unknown power method {method!r}; known: {', '.join(POWER_METHODS)}")
+    t0 = time.perf_counter()
+    inst = instance
+    if method in ("auto", "global"):
+        from ._power_global import solve_batch
+
+        b = PowerBatch.stack([inst]) if inst.W.size else None
+        if b is None:  # no module: minimise C p
+            return _finish(inst, inst.p_min, method, "optimal", 0, t0, inst.C * inst.p_min, tol,
+                           {"stationary_points": []})
+        p, obj, bound, stat, levels, cells = solve_batch(b.W, b.A, b.kappa, b.C, b.alpha,
+                                                         b.p_min, b.p_max)
+        return _finish(inst, p[0], method, "optimal", levels, t0, float(bound[0]), tol,
+                       {"stationary_points": sorted(stat[0]), "cells": cells})
+    if method == "max":
+        return _finish(inst, inst.p_max, method, "feasible", 0, t0, None, tol, {})
+    if method == "bounded":
+        from scipy.optimize import minimize_scalar
+
+        r = minimize_scalar(lambda p: _terms(inst, p)[0], bounds=(inst.p_min, inst.p_max),
+                            method="bounded", options={"xatol": 1e-12 * inst.p_max})
+        st = "locally_optimal" if r.success else "feasible"
+        return _finish(inst, float(r.x), method, st, int(r.nfev), t0, None, tol,
+                       {"native_status": int(r.status), "message": str(r.message)})
+    if method == "ipopt":
+        import cyipopt
+
+        from ._bandwidth_refs import IPOPT_STATUS_MAP
+
+        class _P:
+            def objective(self, x):
+                return _terms(inst, x[0])[0]
+
+            def gradient(self, x):
+                return np.array([_terms(inst, x[0])[1]])
+
+            def constraints(self, x):
+                return np.zeros(0)
+
+            def jacobian(self, x):
+                return np.zeros(0)
+
+            def hessianstructure(self):
+                return np.array([0]), np.array([0])
+
+            def hessian(self, x, lagrange, obj_factor):
+                return np.array([obj_factor * _terms(inst, x[0])[2]])
+
+        prob = cyipopt.Problem(n=1, m=0, problem_obj=_P(), lb=[inst.p_min], ub=[inst.p_max])
+        prob.add_option("print_level", 0)
+        prob.add_option("sb", "yes")
+        prob.add_option("tol", 1e-12)
+        prob.add_option("max_wall_time", float(time_limit))
+        x0 = 0.5 * (inst.p_min + inst.p_max)
+        x, info = prob.solve(np.array([x0]))
+        st = IPOPT_STATUS_MAP.get(int(info["status"]), "error")
+        p = float(x[0]) if st in ("locally_optimal", "feasible", "time_limit") else None
+        return _finish(inst, p, method, st, 0, t0, None, tol,
+                       {"native_status": int(info["status"]), "message": info["status_msg"]})
+    if method == "scip":
+        from fedopt.models import power_model
+
+        from . import _scip
+
+        m = power_model(inst)
+        r = _scip.solve_model(m, [m.p], time_limit, 1e-10)
+        p = None if r["values"] is None else r["values"][0]
+        return _finish(inst, p, method, r["status"], r["nodes"], t0, r["bound"], tol,
+                       {"native_status": r["native"], "scip_objective": r["incumbent"]})
+    raise AssertionError(method)
+
+
+def solve_power_batch(batch: PowerBatch, method: str = "auto", tol: float = 1e-12,
+                      time_limit: float = 60.0) -> Solution:
+    """Solve (21) for all K UEs of ``batch``; ``x`` is p with shape (K,).
+
+    ``objective`` is the sum over UEs, ``bound`` the sum of per-UE bounds (when every UE has
+    one). UEs without any scheduled module (all W = 0) minimise C·p, so they get p_min.
+    ``extras['objectives']`` holds the per-UE objectives and ``extras['statuses']`` (for the
+    per-UE methods) the per-UE statuses.
+    """
+    if method not in POWER_METHODS:
+        raise ValueError(f"unknown power method {method!r}; known: {', '.join(POWER_METHODS)}")
+    t0 = time.perf_counter()
+    K = batch.k
+    if method in ("auto", "global"):
+        from ._power_global import solve_batch
+
+        p, obj, bound, stat, levels, cells = solve_batch(batch.W, batch.A, batch.kappa, batch.C,
+                                                         batch.alpha, batch.p_min, batch.p_max)
+        p = np.clip(p, batch.p_min, batch.p_max)
+        per = batch.objective(p)
+        total = math.fsum(per.tolist())
+        bnd = math.fsum(np.minimum(bound, per).tolist())
+        gap = relative_gap(total, bnd)
+        status = "optimal" if gap is not None and gap <= tol else "feasible"
+        return Solution(p, total, status, method, levels, time.perf_counter() - t0, bnd, gap,
+                        {"objectives": per, "bounds": bound, "cells": cells,
+                         "stationary_points": stat})
+    if method == "max":
+        p = np.full(K, batch.p_max)
+        per = batch.objective(p)
+        return Solution(p, math.fsum(per.tolist()), "feasible", method, 0,
+                        time.perf_counter() - t0, None, None, {"objectives": per})
+    p = np.full(K, batch.p_min)
+    statuses = []
+    bounds = []
+    iters = 0
+    for k in range(K):
+        inst = batch.instance(k)
+        if inst.W.size == 0:
+            statuses.append("optimal")
+            bounds.append(inst.C * inst.p_min)
+            continue
+        s = solve_power(inst, method, tol, time_limit)
+        p[k] = s.x if math.isfinite(s.x) else batch.p_max
+        statuses.append(s.status)
+        bounds.append(s.bound)
+        iters += s.iterations
+    per = batch.objective(p)
+    total = math.fsum(per.tolist())
+    bnd = None if any(b is None for b in bounds) else math.fsum(bounds)
+    gap = relative_gap(total, bnd)
+    order = ("error", "infeasible", "time_limit", "feasible", "locally_optimal", "optimal")
+    worst = min(statuses, key=order.index) if statuses else "optimal"
+    if worst == "optimal" and not (gap is not None and gap <= tol):
+        worst = "feasible"
+    return Solution(p, total, worst, method, iters, time.perf_counter() - t0, bnd, gap,
+                    {"objectives": per, "statuses": statuses})
