@@ -6,6 +6,7 @@ switching layer and round allocator, and a runtime with training backends.
 """
 
 from . import channel, energy, instances
+from .allocator import Allocation, RoundAllocator, RoundState
 from .config import SystemConfig
 from .errors import ConfigError, FedoptError, InfeasibleError, InstanceError
 from .instances import BandwidthInstance, PowerBatch, PowerInstance, load_instance
@@ -14,6 +15,9 @@ from .population import Population, draw_population
 __version__ = "0.1.0"
 
 __all__ = [
+    "Allocation",
+    "RoundAllocator",
+    "RoundState",
     "BandwidthInstance",
     "ConfigError",
     "FedoptError",
