@@ -1,0 +1,273 @@
+"""``fedopt simulate``'s run, executed by Flower: ServerApp + ClientApp built from a RunConfig.
+
+The same :class:`~fedopt.fl.config.RunConfig` (YAML + ``--set``) drives both engines. Built
+here from the run's seed exactly as the runtime builds its run (``SeedSequence(seed).spawn(4)``
+→ population, backend, channel, allocator streams), so on the same seed a Flower run and
+``fedopt simulate`` schedule the same pairs, draw the same uplink successes and, with a
+backend whose local updates do not depend on call batching (the synthetic backend with
+``full_batch``), end with the same module parameters. The server owns the population (its
+"channel model": positions, mobility) and the allocator; every node builds the backend from
+the same seed and trains only its own UE k = ``partition-id``.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import Context
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+
+from ..backends import ModuleSpec, make_backend
+from ..errors import ConfigError
+from ..fl.config import RunConfig
+from ..fl.mobility import random_walk
+from ..population import Population, draw_population
+from .client import FedOptClient, make_client_app
+from .records import pack_modules
+from .strategy import ChannelState, FedOptStrategy, NodeTable
+
+__all__ = ["RunSetup", "build_run", "make_strategy", "server_app", "client_app",
+           "run_flower_simulation", "BACKEND_CONFIG", "run_config_from_context",
+           "client_app_from_context", "run_runtime", "compare_params", "flower_rows"]
+
+# the Ray engine on this project's 2-core machines: 2 CPUs, one per ClientApp
+BACKEND_CONFIG: dict[str, Any] = {"init_args": {"num_cpus": 2}, "client_resources": {"num_cpus": 1}}
+
+
+@dataclass
+class RunSetup:
+    """What a run is made of, built from its seed the way the runtime builds it."""
+
+    run: RunConfig
+    system: Any  # SystemConfig (lr replaced by 1/L with step_size = inverse_L)
+    pop: Population
+    backend: Any
+    specs: list[ModuleSpec]
+    params: list  # θ_m^0
+    channel_seed: np.random.SeedSequence
+    allocator_seed: np.random.SeedSequence
+    backend_seed: np.random.SeedSequence
+
+    def samples(self) -> np.ndarray:
+        if getattr(self.backend, "full_batch", False):
+            return self.backend.data_sizes()
+        return np.asarray(self.pop.D, dtype=float)
+
+    def properties(self, k: int) -> dict[str, float]:
+        """What UE k's node reports: the RoundState fields of MODEL.md's population."""
+        return {"distance": float(self.pop.d[k]), "data-size": float(self.pop.n_data[k]),
+                "cpu-freq": float(self.pop.f[k]), "cycles-per-bit": float(self.pop.c[k]),
+                "samples": float(self.samples()[k])}
+
+
+def build_run(run: RunConfig) -> RunSetup:
+    """Population, backend, θ^0 and the seed streams of ``run``.
+
+    Mirrors ``fedopt.fl.runtime.Simulation._setup`` (which is not a public helper); the
+    side-by-side test in tests/flower catches any drift.
+    """
+    pop_ss, backend_ss, channel_ss, alloc_ss = np.random.SeedSequence(run.seed).spawn(4)
+    pop = draw_population(run.system.replace(module_size="nominal"), np.random.default_rng(pop_ss))
+    backend = make_backend(run.backend, run.system, pop, backend_ss, **run.backend_kwargs())
+    specs = [ModuleSpec(m, r) for m, r in enumerate(run.system.ranks)]
+    if run.system.module_size == "backend":
+        counts = np.array([backend.num_params(s) for s in specs], dtype=float)
+        pop = draw_population(run.system, np.random.default_rng(pop_ss), module_params=counts)
+    system = run.system
+    if run.step_size == "inverse_L":
+        if not hasattr(backend, "smoothness"):
+            raise ConfigError("step_size: 'inverse_L' needs a backend with a known L (dense synthetic)")
+        _, L = backend.smoothness()
+        system = system.replace(lr=1.0 / L)
+    params = backend.init_modules(specs)
+    return RunSetup(run, system, pop, backend, specs, params, channel_ss, alloc_ss, backend_ss)
+
+
+def make_allocator(setup: RunSetup):
+    from ..allocator import RoundAllocator
+
+    run = setup.run
+    kwargs: dict[str, Any] = {"policy": run.policy, "on_infeasible": "flag",
+                              "seed": int(setup.allocator_seed.generate_state(1)[0]),
+                              "module_bits": np.asarray(setup.pop.S, float),
+                              "phi": np.asarray(setup.pop.phi, float)}
+    if run.power_method is not None:
+        kwargs["power_method"] = run.power_method
+    if run.bandwidth_method is not None:
+        kwargs["bandwidth_method"] = run.bandwidth_method
+    try:
+        return RoundAllocator(setup.system, **kwargs)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def population_channel(setup: RunSetup):
+    """A channel model for the strategy: the run's UE positions, moved by the runtime's
+    random walk (``mobility_step``) with the strategy's generator, in the runtime's order."""
+    positions = np.array(setup.pop.positions, dtype=float)
+    cfg, step = setup.system, setup.run.mobility_step
+
+    def channel_fn(t: int, rng: np.random.Generator, nodes: NodeTable) -> ChannelState:
+        nonlocal positions
+        if step > 0:
+            positions = random_walk(positions, step, cfg.d_min, cfg.radius, rng)
+        return ChannelState(distance=np.hypot(positions[:, 0], positions[:, 1]))
+
+    return channel_fn
+
+
+def make_strategy(setup: RunSetup, **kwargs: Any) -> FedOptStrategy:
+    run = setup.run
+    opts: dict[str, Any] = dict(normalize=run.normalize, seed=setup.channel_seed,
+                                probe_fraction=run.probe_fraction,
+                                channel_fn=population_channel(setup))
+    opts.update(kwargs)
+    return FedOptStrategy(make_allocator(setup), **opts)
+
+
+def run_config_from_context(context: Context, root: str | Path | None = None) -> RunConfig:
+    """A RunConfig from a Flower run config (``flwr run``): ``config``, a YAML path (relative to
+    ``root``), and ``set``, "key=value;key=value" overrides."""
+    rc = dict(context.run_config or {})
+    path = str(rc.get("config") or "") or None
+    if path is not None and root is not None and not Path(path).is_absolute():
+        path = str(Path(root) / path)
+    sets = [s.strip() for s in str(rc.get("set", "")).split(";") if s.strip()]
+    return RunConfig.load(path, sets)
+
+
+@functools.lru_cache(maxsize=4)
+def _node_setup(flat_yaml: str) -> RunSetup:
+    """One backend per worker process and config (every node of the run shares it)."""
+    import yaml
+
+    return build_run(RunConfig.from_dict(yaml.safe_load(flat_yaml)))
+
+
+def _reseed(seed: int):
+    """Per-(UE, round, action) sampling streams: a node's minibatches are then independent of
+    which worker serves it and of the other nodes (only for backends whose state_dict is
+    ``{"rng": <bit generator state>}``, e.g. the synthetic one; others are left alone)."""
+    actions = {"train": 0, "probe": 1}
+
+    def hook(backend, ue: int, server_round: int, action: str) -> None:
+        state = backend.state_dict()
+        if set(state) != {"rng"}:
+            return
+        ss = np.random.SeedSequence(seed, spawn_key=(ue, server_round, actions.get(action, 2)))
+        backend.load_state_dict({"rng": np.random.default_rng(ss).bit_generator.state})
+
+    return hook
+
+
+def client_fn_for(run: RunConfig | None = None, root: str | Path | None = None):
+    """``client_fn(context)``: UE ``partition-id`` of the run (``run`` or the context's config)."""
+
+    def client_fn(context: Context) -> FedOptClient:
+        cfg = run if run is not None else run_config_from_context(context, root)
+        setup = _node_setup(cfg.to_yaml())
+        k = int(context.node_config["partition-id"])
+        reseed = None if getattr(setup.backend, "full_batch", False) else _reseed(cfg.seed)
+        return FedOptClient(setup.backend, k, setup.specs, properties=setup.properties(k),
+                            before_call=reseed, template=setup.params)
+
+    return client_fn
+
+
+def client_app(run: RunConfig | None = None) -> ClientApp:
+    return make_client_app(client_fn_for(run))
+
+
+def client_app_from_context(root: str | Path | None = None) -> ClientApp:
+    """The ClientApp of a Flower App whose run config names the fedopt config (``flwr run``)."""
+    return make_client_app(client_fn_for(None, root))
+
+
+def server_app(run: RunConfig | None = None, *, sink: dict | None = None,
+               timeout: float = 3600.0, **strategy_kwargs: Any) -> ServerApp:
+    """A ServerApp running ``run`` (or the context's config) with :class:`FedOptStrategy`.
+    ``sink`` (a dict) receives the strategy, Flower's Result and the wall time."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        cfg = run if run is not None else run_config_from_context(context)
+        t0 = time.perf_counter()
+        setup = build_run(cfg)
+        strategy = make_strategy(setup, **strategy_kwargs)
+        result = strategy.start(grid, pack_modules(setup.params), num_rounds=cfg.rounds,
+                                timeout=timeout)
+        if sink is not None:
+            sink.update(strategy=strategy, result=result, setup=setup,
+                        seconds=time.perf_counter() - t0)
+
+    return app
+
+
+def run_flower_simulation(run: RunConfig, *, num_supernodes: int | None = None,
+                          backend_config: dict | None = None, verbose: bool = False,
+                          **strategy_kwargs: Any) -> dict[str, Any]:
+    """Run ``run`` in Flower's Ray simulation engine (one virtual SuperNode per UE).
+
+    Returns ``{"strategy", "result", "setup", "seconds" (ServerApp main), "wall" (whole
+    call, Ray start-up included)}``.
+    """
+    import warnings
+
+    from flwr.simulation import run_simulation
+
+    K = int(run.system.K)
+    if num_supernodes is not None and num_supernodes != K:
+        raise ConfigError(f"num_supernodes: {num_supernodes} nodes for K = {K} UEs (one node per UE)")
+    sink: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_simulation(server_app=server_app(run, sink=sink, **strategy_kwargs),
+                       client_app=client_app(run), num_supernodes=K,
+                       backend_config=backend_config or BACKEND_CONFIG, verbose_logging=verbose)
+    sink["wall"] = time.perf_counter() - t0
+    if "strategy" not in sink:
+        raise RuntimeError("the Flower simulation ended without finishing the ServerApp (see its log)")
+    return sink
+
+
+def run_runtime(run: RunConfig) -> dict[str, Any]:
+    """The same run by ``fedopt simulate``'s runtime (no output folder): its Simulation and
+    wall time."""
+    from ..fl.runtime import Simulation
+
+    t0 = time.perf_counter()
+    sim = Simulation(run, None, progress=False)
+    sim.run()
+    return {"simulation": sim, "seconds": time.perf_counter() - t0}
+
+
+def compare_params(a: list, b: list) -> float:
+    """max |a − b| over every module's arrays (inf if their keys or shapes differ)."""
+    worst = 0.0
+    for pa, pb in zip(a, b, strict=True):
+        if set(pa) != set(pb):
+            return float("inf")
+        for key in pa:
+            if np.shape(pa[key]) != np.shape(pb[key]):
+                return float("inf")
+            worst = max(worst, float(np.max(np.abs(np.asarray(pa[key]) - np.asarray(pb[key])), initial=0.0)))
+    return worst
+
+
+def flower_rows(out: dict[str, Any]) -> list[dict[str, Any]]:
+    """The strategy's per-round rows with the federated evaluation (3) of that round."""
+    st = out["strategy"]
+    rows = []
+    for row in st.history:
+        ev = st.evaluations.get(row["round"] + 1, {})
+        rows.append({**row, "loss": ev.get("loss", float("nan")),
+                     "accuracy": ev.get("accuracy", float("nan"))})
+    return rows
