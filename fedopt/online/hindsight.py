@@ -6,7 +6,10 @@ The LP itself is declared in ``models/hindsight.py`` (CVXPY) and solved here wit
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
 import time
 from dataclasses import dataclass
 
@@ -65,13 +68,28 @@ def solve_hindsight(costs, feasible, beta: float, M_max: int, *, energy=None,
         raise ValueError(f"unknown solver {solver!r}; known: {sorted(SOLVERS)}")
     prob, x = hindsight_problem(costs, feasible, beta, M_max, energy, energy_budget)
     t0 = time.perf_counter()
-    prob.solve(solver=SOLVERS[key])
+    with _quiet_fd1():  # HiGHS prints a licence banner on the C-level stdout
+        prob.solve(solver=SOLVERS[key])
     secs = time.perf_counter() - t0
     if x.value is None:
         return HindsightResult(np.full(costs.shape, np.nan), math.nan, prob.status, key, secs)
     xv = np.clip(x.value.reshape(costs.shape), 0.0, 1.0)
     obj = float((costs * xv).sum() / costs.shape[0])
     return HindsightResult(xv, obj, prob.status, key, secs)
+
+
+@contextlib.contextmanager
+def _quiet_fd1():
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def hindsight(beta: float, M_max: int, *, costs, feasible=True, energy=None,

@@ -21,16 +21,22 @@ from .base import SwitchingPolicy, _finite, best_vertex, check_round_inputs
 __all__ = ["lyapunov"]
 
 
-def lyapunov(beta: float, M_max: int, *, V: float = 20.0, energy_budget: float = 0.0,
-             seed: int = 0, on_infeasible: str = "raise") -> SwitchingPolicy:
-    """Build the drift-plus-penalty policy. ``energy_budget`` Ē_k [J/round], 0: none."""
+def lyapunov(beta: float, M_max: int, *, V: float = 20.0, Z0: float | None = None,
+             energy_budget: float = 0.0, seed: int = 0, on_infeasible: str = "raise"
+             ) -> SwitchingPolicy:
+    """Build the drift-plus-penalty policy. ``energy_budget`` Ē_k [J/round], 0: none.
+
+    ``Z0``: the initial participation queue; by default V/2 (ours), so that the first rounds
+    already schedule the pairs cheaper than half the UE's mean normalised cost instead of waiting
+    for the queue to build up (which would front-load the violation).
+    """
     beta = _finite("beta", beta)
     V = _finite("V", V)
     energy_budget = _finite("energy_budget", energy_budget)
 
     def init(K: int, M: int) -> dict:
         s = base_state(K, M, seed)
-        s["Z"] = np.zeros(K)
+        s["Z"] = np.full(K, float(V / 2 if Z0 is None else Z0))
         s["Y"] = np.zeros(K)
         return s
 

@@ -26,8 +26,8 @@ from .projection import project_capped_simplex, systematic_round
 __all__ = ["primal_dual"]
 
 
-def primal_dual(beta: float, M_max: int, *, eta_x: float = 20.0, eta_lambda: float = 0.3,
-                delta: float = 0.01, decay: float = 0.1, lambda0: float = 0.0,
+def primal_dual(beta: float, M_max: int, *, eta_x: float = 100.0, eta_lambda: float = 1.0,
+                delta: float = 0.01, decay: float = 1.0, lambda0: float = 0.0,
                 energy_budget: float = 0.0, seed: int = 0,
                 on_infeasible: str = "raise") -> SwitchingPolicy:
     """Build the primal-dual policy (10)-(12). ``energy_budget`` Ē_k [J/round], 0: none.
