@@ -61,7 +61,7 @@ def solve(inst, tol: float = 1e-9, time_limit: float = 60.0, max_nodes: int = 10
         if key >= ub - abs_tol:
             leaves.append(key)
             continue
-        if nodes >= max_nodes or time.perf_counter() - t0 > time_limit:
+        if nodes >= 1 and (nodes >= max_nodes or time.perf_counter() - t0 > time_limit):
             heapq.heappush(heap, (key, counter, over))
             status = "time_limit" if nodes < max_nodes else "feasible"
             break

@@ -16,6 +16,18 @@ from scipy.special import lambertw
 from ._bandwidth_core import Box, d2f, df, f, fsum, inflections, make_feasible
 
 
+def w0_root(w, a, c) -> np.ndarray:
+    """The W₀ root of (19), b = −(2/a) W₀(−(a/2) √(c/(w a))); nan where the argument is
+    below −1/e (no real root: f decreasing) or w a = 0."""
+    wa = w * a
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = -(a / 2.0) * np.sqrt(c / wa)
+        real = np.isfinite(z) & (z >= -1.0 / math.e) & (wa > 0)
+        out = np.full(w.shape, np.nan)
+        out[real] = -(2.0 / a[real]) * lambertw(z[real], 0).real
+    return out
+
+
 def w0_solution(w, a, c, lo, hi) -> np.ndarray:
     """Per-pair global minimiser of f_n on [lo, hi] at ν = 0, by (19).
 
@@ -23,21 +35,16 @@ def w0_solution(w, a, c, lo, hi) -> np.ndarray:
     the per-pair minimum compares it with the endpoints (f decreases, increases up to the
     W₋₁ root, then decreases). Below −1/e (or with a w = 0) f decreases and b = hi.
     """
-    wa = w * a
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = -(a / 2.0) * np.sqrt(c / wa)
-    real = np.isfinite(z) & (z >= -1.0 / math.e) & (wa > 0)
+    root = w0_root(w, a, c)
+    real = np.isfinite(root)
     b = hi.copy()
     if real.any():
-        r = -(2.0 / a[real]) * lambertw(z[real], 0).real
-        r = np.clip(r, lo[real], hi[real])
+        r = np.clip(root[real], lo[real], hi[real])
         fr = f(w[real], a[real], c[real], r)
         cands = np.stack([r, lo[real], hi[real]])
         vals = np.stack([fr, f(w[real], a[real], c[real], lo[real]),
                          f(w[real], a[real], c[real], hi[real])])
         b[real] = cands[np.argmin(vals, axis=0), np.arange(r.size)]
-    else:
-        pass
     # no real branch: f is decreasing on (0, ∞); compare hi with lo only for safety
     nr = ~real
     if nr.any():

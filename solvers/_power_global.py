@@ -101,6 +101,7 @@ def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 16, max_depth: 
     _update_best(best_F, best_s, kk, ss, F)
     lower = np.full(K, np.inf)  # bounds of degenerate cells
     convex_cells = []
+    concave_cells = []
     levels = 0
     n_cells = cell["k"].size
     while cell["k"].size and levels <= max_depth:
@@ -130,6 +131,9 @@ def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 16, max_depth: 
         sc = convex & (cell["Da"] < 0) & (cell["Db"] > 0)
         if sc.any():
             convex_cells.append({key: v[sc] for key, v in cell.items()})
+        sm_ = concave & (cell["Da"] > 0) & (cell["Db"] < 0)  # one local maximum inside
+        if sm_.any():
+            concave_cells.append({key: v[sm_] for key, v in cell.items()})
         undecided = ~(monotone | convex | concave)
         if levels > max_depth:
             u = undecided
@@ -154,6 +158,11 @@ def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 16, max_depth: 
         _update_best(best_F, best_s, cc["k"], s_root, F_root)
         for k_, s_ in zip(cc["k"].tolist(), s_root.tolist()):
             stationary[k_].append(math.exp(s_))
+    if concave_cells:  # local maxima, reported only
+        cc = {key: np.concatenate([c[key] for c in concave_cells]) for key in concave_cells[0]}
+        s_root, _ = _newton(d, cc["k"], cc["sa"], cc["sb"], -cc["Da"], -cc["Db"], sign=-1.0)
+        for k_, s_ in zip(cc["k"].tolist(), s_root.tolist()):
+            stationary[k_].append(math.exp(s_))
     p[live] = np.exp(best_s[live])
     p = np.clip(p, p_min, p_max)
     obj[live] = best_F[live]
@@ -174,9 +183,10 @@ def _update_best(best_F, best_s, k, s, F):
     best_s[kk[better]] = ss[better]
 
 
-def _newton(d: _Data, k, lo, hi, Dlo, Dhi, max_iter: int = 100):
-    """Root of D(s) on [lo, hi] where D is increasing (D' > 0 certified), D(lo) < 0 < D(hi):
-    Newton from the secant point, safeguarded by bisection. Returns (s, F(s))."""
+def _newton(d: _Data, k, lo, hi, Dlo, Dhi, max_iter: int = 100, sign: float = 1.0):
+    """Root of sign·D(s) on [lo, hi] where it is increasing (certified), negative at lo and
+    positive at hi: Newton from the secant point, safeguarded by bisection.
+    Returns (s, F(s))."""
     lo, hi = lo.copy(), hi.copy()
     s = lo - Dlo * (hi - lo) / (Dhi - Dlo)
     s = np.where((s > lo) & (s < hi), s, 0.5 * (lo + hi))
@@ -186,6 +196,7 @@ def _newton(d: _Data, k, lo, hi, Dlo, Dhi, max_iter: int = 100):
     kk = k
     for _ in range(max_iter):
         D, dD, F = d.d_and_dd(kk, s)
+        D, dD = sign * D, sign * dD
         out_s[idx] = s
         out_F[idx] = F
         neg = D < 0
