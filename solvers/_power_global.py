@@ -164,6 +164,7 @@ def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 16, max_depth: 
         for k_, s_ in zip(cc["k"].tolist(), s_root.tolist()):
             stationary[k_].append(math.exp(s_))
     p[live] = np.exp(best_s[live])
+    p[live] = np.where(best_s[live] == s0, p_min, np.where(best_s[live] == s1, p_max, p[live]))
     p = np.clip(p, p_min, p_max)
     obj[live] = best_F[live]
     bound[live] = np.minimum(best_F[live], lower[live])
