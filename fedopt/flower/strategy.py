@@ -127,7 +127,7 @@ class FedOptStrategy(Strategy):
     aggregate_fn : ``(theta_m, updates, weights) -> theta_m'``; default
         :func:`fedopt.backends.weighted_mean_aggregate`, eq. (1).
     fraction_evaluate : share of available nodes asked to evaluate their ensemble (3) each
-        round (0: no federated evaluation).
+        round (0: no federated evaluation); ``eval_seed`` seeds that sample.
     query_timeout : seconds to wait for properties / probe replies.
     """
 
@@ -162,6 +162,7 @@ class FedOptStrategy(Strategy):
         self.ensembles = np.ones((self.K, self.M), dtype=bool)  # before a UE subscribes: all
         self.participation = np.zeros(self.K)
         self.history: list[dict[str, Any]] = []
+        self.allocations: list[Allocation] = []  # what the allocator planned, round by round
         self.evaluations: dict[int, dict[str, float]] = {}
         self._plan: dict[str, Any] | None = None
 
@@ -213,6 +214,7 @@ class FedOptStrategy(Strategy):
         if self._plan is None:
             raise RuntimeError("aggregate_train before configure_train")
         plan, self._plan = self._plan, None
+        self.allocations.append(plan["alloc"])
         params, row = self.aggregate(plan, list(replies))
         self.history.append(row)
         log(INFO, "fedopt round %d: %d/%d uploads received, participation %.2f, energy %.4g J",

@@ -1,0 +1,188 @@
+"""FedOptStrategy without Ray: per-node configs, aggregation (1), failed replies, and the
+whole loop against ``fedopt simulate``'s runtime on the same seed (in-process Grid)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flwr")
+
+from flwr.app import ConfigRecord, MessageType  # noqa: E402
+
+from fedopt.allocator import RoundState  # noqa: E402
+from fedopt.backends import PairBatch, weighted_mean_aggregate  # noqa: E402
+from fedopt.flower.records import (  # noqa: E402
+    CONFIG_KEY,
+    module_key,
+    pack_modules,
+    record_to_params,
+    unpack_modules,
+)
+from fedopt.flower.sim import (  # noqa: E402
+    build_run,
+    client_app,
+    compare_params,
+    make_allocator,
+    make_strategy,
+)
+
+
+def _round_one(run, make_grid, **kwargs):
+    setup = build_run(run)
+    st = make_strategy(setup, **kwargs)
+    grid = make_grid(client_app(run), run.system.K, seed=7)
+    msgs = list(st.configure_train(1, pack_modules(setup.params), ConfigRecord(), grid))
+    return setup, st, grid, msgs
+
+
+def _reference_allocation(run):
+    """Round 0 planned from scratch: the population's state and every pair probed at θ^0."""
+    setup = build_run(run)
+    pop, be = setup.pop, setup.backend
+    K, M = pop.K, pop.M
+    pairs = PairBatch.from_mask(np.ones((K, M)))
+    loss, gsq = be.probe(pairs, setup.params)
+    state = RoundState(t=0, distance=pop.d, data_size=np.asarray(pop.n_data, float),
+                       loss=loss.reshape(K, M), grad_sq=gsq.reshape(K, M), cpu_freq=pop.f,
+                       cycles_per_bit=pop.c, samples=setup.samples())
+    return make_allocator(setup).allocate(state)
+
+
+def test_per_node_configs_are_distinct_and_match_the_allocation(example_run, make_grid):
+    setup, st, grid, msgs = _round_one(example_run, make_grid)
+    ref = _reference_allocation(example_run)
+    x = np.asarray(ref.x) > 0
+    assert np.array_equal(np.asarray(st._plan["alloc"].x) > 0, x)
+    scheduled = np.flatnonzero(x.any(axis=1))
+    assert len(msgs) == scheduled.size >= 3
+    ues = [grid.node_ue[int(m.metadata.dst_node_id)] for m in msgs]
+    assert sorted(ues) == scheduled.tolist()  # one message per scheduled UE, no other
+    configs = [m.content[CONFIG_KEY] for m in msgs]
+    assert len({id(c) for c in configs}) == len(configs)  # a fresh ConfigRecord per node
+    assert len({(tuple(c["modules"]), c["power"]) for c in configs}) > 1
+    for msg, k, cfg in zip(msgs, ues, configs):
+        assert msg.metadata.message_type == MessageType.TRAIN
+        mods = np.flatnonzero(x[k])
+        assert cfg["modules"] == mods.tolist()
+        assert cfg["power"] == pytest.approx(ref.p[k], rel=1e-12)
+        assert cfg["bandwidth"] == pytest.approx(ref.b[k, mods].tolist(), rel=1e-12)
+        assert cfg["success-prob"] == pytest.approx(ref.q[k, mods].tolist(), rel=1e-12)
+        assert cfg["local-steps"] == example_run.system.local_steps
+        sent = {m for m in range(setup.pop.M) if module_key(m) in msg.content}
+        assert sent == set(mods.tolist())  # one ArrayRecord per module it trains, no other
+        for m in mods:
+            got = record_to_params(msg.content[module_key(m)])
+            assert all(np.array_equal(got[key], setup.params[m][key]) for key in got)
+    # mutating one node's config leaves the others alone
+    configs[0]["power"] = -1.0
+    assert all(c["power"] > 0 for c in configs[1:])
+
+
+def _hand_aggregate(params, pairs, updates, n, received, normalize):
+    """Eq. (1) written out: θ_m + Σ_k s_k D_k / D_m · g_k, D_m over received or subscribed."""
+    out = []
+    for m, theta in enumerate(params):
+        idx = [i for i in range(len(pairs)) if pairs[i][1] == m]
+        pool = [i for i in idx if received[i]] if normalize == "received" else idx
+        D_m = sum(n[i] for i in pool)
+        new = {}
+        for key, value in theta.items():
+            acc = value.copy()
+            for i in idx:
+                if received[i]:
+                    acc = acc + (n[i] / D_m) * updates[i][key]
+            new[key] = acc
+        out.append(new)
+    return out
+
+
+@pytest.mark.parametrize("normalize", ["received", "subscribed"])
+def test_aggregation_per_module_equals_eq1(example_run, make_grid, normalize):
+    setup, st, grid, msgs = _round_one(example_run, make_grid, normalize=normalize)
+    alloc = st._plan["alloc"]
+    x = np.asarray(alloc.x) > 0
+    replies = list(grid.send_and_receive(msgs))
+    rng = copy.deepcopy(st.rng)  # the strategy's next draws: one per planned pair, row-major
+    k_idx, m_idx = np.nonzero(x)
+    u = rng.random(k_idx.size)
+    received = u < alloc.q[k_idx, m_idx]
+    assert received.any() and not received.all()  # the seed exercises both outcomes
+    by_ue = {grid.node_ue[int(r.metadata.src_node_id)]: r for r in replies}
+    pairs = list(zip(k_idx.tolist(), m_idx.tolist()))
+    updates = [record_to_params(by_ue[k].content[module_key(m)]) for k, m in pairs]
+    n = [float(np.asarray(by_ue[k].content["metrics"]["num-examples"])[
+        by_ue[k].content["metrics"]["modules"].index(m)]) for k, m in pairs]
+    arrays, metrics = st.aggregate_train(1, replies)
+    got = unpack_modules(arrays, setup.pop.M)
+    hand = _hand_aggregate(setup.params, pairs, updates, n, received, normalize)
+    assert compare_params(got, hand) < 1e-13
+    # and fedopt's own aggregation helper on the same received updates
+    for m in range(setup.pop.M):
+        sel = [i for i, (k, mm) in enumerate(pairs) if mm == m and received[i]]
+        pool = sel if normalize == "received" else [i for i, (k, mm) in enumerate(pairs) if mm == m]
+        w = np.array([n[i] for i in sel]) / sum(n[i] for i in pool) if sel else np.zeros(0)
+        own = weighted_mean_aggregate(setup.params[m], [updates[i] for i in sel], w)
+        assert compare_params([got[m]], [own]) < 1e-13
+    assert metrics["received"] == int(received.sum())
+    assert metrics["subscriptions"] == int(x.sum())
+
+
+def test_error_reply_is_a_lost_upload_and_the_round_goes_on(example_run, make_grid):
+    setup, st, grid, msgs = _round_one(example_run, make_grid, simulate_uplink=False)
+    x = np.asarray(st._plan["alloc"].x) > 0
+    bad = int(np.flatnonzero(x.any(axis=1))[0])
+    late = int(np.flatnonzero(x.any(axis=1))[1])
+    grid.fail.add(bad)
+    grid.drop.add(late)
+    replies = list(grid.send_and_receive(msgs))
+    assert sum(r.has_error() for r in replies) == 1
+    arrays, metrics = st.aggregate_train(1, replies)  # no exception
+    assert metrics["error_replies"] == 1 and metrics["missing_replies"] == 1
+    lost = int(x[bad].sum() + x[late].sum())
+    assert metrics["received"] == int(x.sum()) - lost
+    # the aggregate is (1) over every other upload (real delivery: each arrival is received)
+    k_idx, m_idx = np.nonzero(x)
+    ok = [(k, m) for k, m in zip(k_idx.tolist(), m_idx.tolist()) if k not in (bad, late)]
+    by_ue = {grid.node_ue[int(r.metadata.src_node_id)]: r for r in replies if not r.has_error()}
+    updates = [record_to_params(by_ue[k].content[module_key(m)]) for k, m in ok]
+    n = [float(setup.samples()[k]) for k, _ in ok]
+    hand = _hand_aggregate(setup.params, ok, updates, n, [True] * len(ok), "received")
+    assert compare_params(unpack_modules(arrays, setup.pop.M), hand) < 1e-13
+
+
+def test_a_failing_node_never_stops_the_run(example_run, make_grid):
+    setup = build_run(example_run)
+    st = make_strategy(setup)
+    grid = make_grid(client_app(example_run), example_run.system.K, seed=1, fail={0, 3},
+                     fail_on=("train", "query", "evaluate"))
+    result = st.start(grid, pack_modules(setup.params), num_rounds=3)
+    assert len(st.history) == 3
+    assert sorted(st.nodes.node_of_ue) == [k for k in range(10) if k not in (0, 3)]
+    for row, alloc in zip(st.history, st.allocations):
+        x = np.asarray(alloc.x) > 0
+        assert not x[[0, 3]].any()  # never scheduled: they never reported their properties
+        assert row["error_replies"] == 0 and row["subscriptions"] == int(x.sum())
+    assert set(result.train_metrics_clientapp) == {1, 2, 3}
+
+
+def test_in_process_loop_equals_fedopt_simulate(example_run, make_grid):
+    """The whole strategy loop, driven by start() over an in-process Grid, ends where the
+    runtime ends on the same seed: same schedule, same uplink draws, same θ."""
+    from fedopt.fl.runtime import Simulation
+
+    setup = build_run(example_run)
+    st = make_strategy(setup)
+    grid = make_grid(client_app(example_run), example_run.system.K, seed=11)
+    result = st.start(grid, pack_modules(setup.params), num_rounds=example_run.rounds)
+    sim = Simulation(example_run, None, progress=False)
+    sim.run()
+    assert compare_params(unpack_modules(result.arrays, setup.pop.M), sim.params) < 1e-12
+    for ours, theirs in zip(st.history, sim.rows, strict=True):
+        for key in ("subscriptions", "received", "participation"):
+            assert ours[key] == theirs[key], key
+        for key in ("energy", "energy_computation", "energy_communication", "bandwidth", "objective"):
+            assert ours[key] == pytest.approx(theirs[key], rel=1e-9), key
+        assert st.evaluations[ours["round"] + 1]["loss"] == pytest.approx(theirs["loss"], rel=1e-9)
