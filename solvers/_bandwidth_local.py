@@ -129,7 +129,7 @@ def solve_alg1(inst, eps: float = 1e-12, max_iter: int = 400):
     Tier 1, for a given ν: each b_n(ν) is the global minimiser of f_n(b) + ν b on
     [b_min_n, b_max_n], by bisection on each convex piece plus the endpoint check.
     Tier 2: bisection on ν; keep the larger half if Σ b_n(ν) > budget, else the smaller.
-    Stop when |Σb − budget| <= eps or the ν interval is shorter than eps·ν_max.
+    Stop when |Σb − budget| <= eps·budget or the ν interval is shorter than eps·ν (relative).
     Returns (b, nu, tier-2 iterations, bound, tier-1 iterations per call).
     """
     w, a, c, lo, hi, B = inst.w, inst.a, inst.c, inst.b_min, inst.b_max, inst.budget
@@ -160,12 +160,12 @@ def solve_alg1(inst, eps: float = 1e-12, max_iter: int = 400):
         b = make_feasible(b, lo, hi, B)
         return b, 0.0, 0, fsum(v), n1
     nu_lo, nu_hi = 0.0, float(np.max(c / (lo * lo))) * (1 + 1e-9)
-    nu_max = nu_hi
     best = None
     it = 0
     while it < max_iter:
         it += 1
-        nu = 0.5 * (nu_lo + nu_hi)
+        # binary search on ν; geometric once the interval spans more than a factor of 4
+        nu = 0.5 * (nu_lo + nu_hi) if nu_lo == 0 or nu_hi < 4 * nu_lo else math.sqrt(nu_lo * nu_hi)
         b, v = tier1(nu)
         s = fsum(b)
         if s > B:
@@ -173,7 +173,7 @@ def solve_alg1(inst, eps: float = 1e-12, max_iter: int = 400):
         else:
             nu_hi = nu
             best = (nu, b, v)
-        if abs(s - B) <= eps or nu_hi - nu_lo <= eps * nu_max:
+        if abs(s - B) <= eps * B or nu_hi - nu_lo <= eps * nu_hi:
             break
     if best is None:
         b, v = tier1(nu_hi)
