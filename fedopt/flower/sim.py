@@ -204,8 +204,9 @@ def server_app(run: RunConfig | None = None, *, sink: dict | None = None,
         result = strategy.start(grid, pack_modules(setup.params), num_rounds=cfg.rounds,
                                 timeout=timeout)
         if sink is not None:
-            sink.update(strategy=strategy, result=result, setup=setup,
-                        seconds=time.perf_counter() - t0)
+            now = time.perf_counter()
+            sink.update(strategy=strategy, result=result, setup=setup, seconds=now - t0,
+                        finished=now)
 
     return app
 
@@ -215,8 +216,8 @@ def run_flower_simulation(run: RunConfig, *, num_supernodes: int | None = None,
                           **strategy_kwargs: Any) -> dict[str, Any]:
     """Run ``run`` in Flower's Ray simulation engine (one virtual SuperNode per UE).
 
-    Returns ``{"strategy", "result", "setup", "seconds" (ServerApp main), "wall" (whole
-    call, Ray start-up included)}``.
+    Returns ``{"strategy", "result", "setup", "seconds" (ServerApp main), "finished" (its
+    perf_counter at the end), "wall" (whole call, Ray start-up included)}``.
     """
     import warnings
 

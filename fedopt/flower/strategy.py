@@ -128,6 +128,7 @@ class FedOptStrategy(Strategy):
         :func:`fedopt.backends.weighted_mean_aggregate`, eq. (1).
     fraction_evaluate : share of available nodes asked to evaluate their ensemble (3) each
         round (0: no federated evaluation); ``eval_seed`` seeds that sample.
+    min_available_nodes : wait until this many nodes are connected before round 1.
     query_timeout : seconds to wait for properties / probe replies.
     """
 
@@ -136,7 +137,7 @@ class FedOptStrategy(Strategy):
                  channel_fn: Callable[[int, np.random.Generator, NodeTable], ChannelState] | None = None,
                  aggregate_fn: Callable[[Params, list[Params], np.ndarray], Params] = weighted_mean_aggregate,
                  fraction_evaluate: float = 1.0, eval_seed: int = 0,
-                 query_timeout: float = 600.0) -> None:
+                 min_available_nodes: int = 1, query_timeout: float = 600.0) -> None:
         if normalize not in ("received", "subscribed"):
             raise ConfigError(f"normalize: 'received' or 'subscribed', got {normalize!r}")
         if not 0.0 <= probe_fraction <= 1.0:
@@ -156,13 +157,19 @@ class FedOptStrategy(Strategy):
         self.aggregate_fn = aggregate_fn
         self.fraction_evaluate = float(fraction_evaluate)
         self.query_timeout = float(query_timeout)
+        self.min_available_nodes = int(min_available_nodes)
         self.nodes: NodeTable | None = None
+        self.connected: set[int] = set()
+        self._queried: set[int] = set()
+        self._node_of_ue: dict[int, int] = {}
+        self._rows: dict[int, dict[str, float]] = {}
         self.trained_loss = np.full((self.K, self.M), np.nan)
         self.trained_grad_sq = np.full((self.K, self.M), np.nan)
         self.ensembles = np.ones((self.K, self.M), dtype=bool)  # before a UE subscribes: all
         self.participation = np.zeros(self.K)
         self.history: list[dict[str, Any]] = []
         self.allocations: list[Allocation] = []  # what the allocator planned, round by round
+        self.round_clock: list[float] = []  # perf_counter at each configure_train
         self.evaluations: dict[int, dict[str, float]] = {}
         self._plan: dict[str, Any] | None = None
 
@@ -185,8 +192,8 @@ class FedOptStrategy(Strategy):
                         grid: Grid) -> Iterable[Message]:
         t = server_round - 1
         clock = time.perf_counter()
-        if self.nodes is None:
-            self.nodes = self.discover(grid)
+        self.round_clock.append(clock)
+        self.nodes = self.discover(grid)
         t_discover = time.perf_counter() - clock
         params = unpack_modules(arrays, self.M)
         channel = self.channel_state(t)
@@ -260,16 +267,26 @@ class FedOptStrategy(Strategy):
     # --- the pieces (public so they can be tested and reused) --------------------------------
 
     def discover(self, grid: Grid) -> NodeTable:
-        """One properties query to every node: partition id (= UE k) and RoundState fields."""
-        node_ids = [int(n) for n in grid.get_node_ids()]
-        msgs = [Message(properties_query(), dst_node_id=n, message_type=MessageType.QUERY)
-                for n in node_ids]
-        replies = grid.send_and_receive(msgs, timeout=self.query_timeout)
-        return self.node_table(replies)
+        """A properties query to every node not asked before: its partition id (= UE k) and
+        RoundState fields. Waits for ``min_available_nodes`` first; run every round, so nodes
+        that join later are picked up, and nodes no longer connected are unavailable."""
+        while len(ids := [int(n) for n in grid.get_node_ids()]) < self.min_available_nodes:
+            log(INFO, "Waiting for nodes to connect: %d connected (minimum required: %d).",
+                len(ids), self.min_available_nodes)
+            time.sleep(1.0)
+        self.connected = set(ids)
+        new = [n for n in ids if n not in self._queried]
+        if new or self.nodes is None:
+            msgs = [Message(properties_query(), dst_node_id=n, message_type=MessageType.QUERY)
+                    for n in new]
+            self._queried.update(new)
+            replies = list(grid.send_and_receive(msgs, timeout=self.query_timeout)) if msgs else []
+            self.nodes = self.node_table(replies)
+        return self.nodes
 
     def node_table(self, replies: Iterable[Message]) -> NodeTable:
-        node_of_ue: dict[int, int] = {}
-        rows: dict[int, dict[str, float]] = {}
+        """Merge properties replies into the node table (a node that re-registers under a new id
+        replaces the old one once that one is gone)."""
         for msg in replies:
             node = int(msg.metadata.src_node_id)
             if msg.has_error() or CONFIG_KEY not in msg.content:
@@ -279,11 +296,13 @@ class FedOptStrategy(Strategy):
             k = int(rec["partition-id"])
             if not 0 <= k < self.K:
                 raise ConfigError(f"node {node}: partition-id {k} outside 0..{self.K - 1} (K = {self.K})")
-            if k in node_of_ue:
-                raise ConfigError(f"partition-id {k} reported by two nodes ({node_of_ue[k]}, {node})")
-            node_of_ue[k] = node
-            rows[k] = {key: float(rec[key]) for key in _STATE_FROM_PROPERTY.values() if key in rec}
-        if not node_of_ue:
+            old = self._node_of_ue.get(k)
+            if old is not None and old != node and old in self.connected:
+                raise ConfigError(f"partition-id {k} reported by two nodes ({old}, {node})")
+            self._node_of_ue[k] = node
+            self._rows[k] = {key: float(rec[key]) for key in _STATE_FROM_PROPERTY.values() if key in rec}
+        rows = self._rows
+        if not rows:
             raise ConfigError("no node reported its properties (partition-id)")
         need = set(_STATE_FROM_PROPERTY.values()) - ({"distance"} if self.channel_fn else set())
         props: dict[str, np.ndarray] = {}
@@ -296,6 +315,7 @@ class FedOptStrategy(Strategy):
             if missing:
                 continue
             props[key] = np.array([rows.get(k, first)[key] for k in range(self.K)], dtype=float)
+        node_of_ue = {k: n for k, n in self._node_of_ue.items() if n in self.connected}
         return NodeTable(node_of_ue, {n: k for k, n in node_of_ue.items()}, props)
 
     def channel_state(self, t: int) -> ChannelState:

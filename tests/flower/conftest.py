@@ -22,7 +22,7 @@ class LocalGrid(Grid):
 
     ``fail``: UEs whose ClientApp raises on the given message types (the reply is an error
     Message, as Flower's runtimes turn a ClientApp exception into one); ``drop``: UEs whose
-    replies never arrive (a late node). ``sent`` keeps every Message the server pushed.
+    replies never arrive (a late node); ``offline``: UEs whose node is not connected. ``sent`` keeps every Message the server pushed.
     """
 
     def __init__(self, app, K: int, seed: int = 0, fail=(), drop=(), fail_on=("train",)):
@@ -34,6 +34,7 @@ class LocalGrid(Grid):
                                     node_config={"partition-id": k, "num-partitions": K})
                          for n, k in self.node_ue.items()}
         self.fail, self.drop, self.fail_on = set(fail), set(drop), set(fail_on)
+        self.offline: set[int] = set()  # UEs whose node is not connected
         self.sent: list[Message] = []
         self._replies: dict[str, Message] = {}
 
@@ -49,7 +50,7 @@ class LocalGrid(Grid):
         return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
 
     def get_node_ids(self):
-        return list(self.node_ue)
+        return [n for n, k in self.node_ue.items() if k not in self.offline]
 
     def push_messages(self, messages):
         ids = []

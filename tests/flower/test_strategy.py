@@ -186,3 +186,29 @@ def test_in_process_loop_equals_fedopt_simulate(example_run, make_grid):
         for key in ("energy", "energy_computation", "energy_communication", "bandwidth", "objective"):
             assert ours[key] == pytest.approx(theirs[key], rel=1e-9), key
         assert st.evaluations[ours["round"] + 1]["loss"] == pytest.approx(theirs["loss"], rel=1e-9)
+
+
+def test_nodes_joining_and_leaving_change_availability(example_run, make_grid):
+    setup = build_run(example_run)
+    st = make_strategy(setup)
+    grid = make_grid(client_app(example_run), example_run.system.K, seed=5)
+    grid.offline = {5}
+    arrays = pack_modules(setup.params)
+
+    def one_round(r):
+        nonlocal arrays
+        msgs = list(st.configure_train(r, arrays, ConfigRecord(), grid))
+        state, alloc = st._plan["state"], st._plan["alloc"]
+        arrays, _ = st.aggregate_train(r, grid.send_and_receive(msgs))
+        return state, np.asarray(alloc.x) > 0, msgs
+
+    state, x, msgs = one_round(1)
+    assert not state.available[5] and not x[5].any()
+    assert 5 not in {grid.node_ue[int(m.metadata.dst_node_id)] for m in msgs}
+    grid.offline = {2}  # UE 5 joins late, UE 2 leaves
+    state, x, _ = one_round(2)
+    assert state.available[5] and not state.available[2] and not x[2].any()
+    assert st.nodes.properties["distance"][5] == pytest.approx(setup.pop.d[5])
+    queries = [m for m in grid.sent if m.metadata.message_type == MessageType.QUERY
+               and m.content[CONFIG_KEY].get("fedopt-action") == "properties"]
+    assert len(queries) == 10  # every node asked once, the late one when it joined
