@@ -110,9 +110,8 @@ def full_parameter(run, n_params: int = FULL_PARAMS_MINILM, max_load: float = 0.
                         phi_per_rank=FULL_PHI - 1.0, T_max=1e9)
     # load(n) = β K E[S / (B log2(1+θ) (n T_max − t_cmp))]: scan n upward (at most a few 100)
     for n in range(1, 100_000):
-        trial = probe.replace(T_max=n * base_T) if n * base_T < 1e9 else probe
         try:
-            load = trial.expected_bandwidth_load()
+            load = probe.replace(T_max=n * base_T).expected_bandwidth_load()
         except ConfigError:
             continue
         if load <= max_load:
