@@ -36,41 +36,46 @@ MARGIN = 1e-12
 
 class _Data:
     def __init__(self, W, A, kappa, C, gamma):
-        self.W, self.A, self.kappa, self.C, self.g = W, A, kappa, C, gamma
+        # module-major layout (M, K): sums over modules are then contiguous row additions
+        self.WT, self.AT = np.ascontiguousarray(W.T), np.ascontiguousarray(A.T)
+        self.kappa, self.C, self.g = kappa, C, gamma
 
     def at(self, k: np.ndarray, s: np.ndarray):
-        """Quantities at points s (n,) of UEs k (n,): X, Y, X' (n, M), Ce, F, D (n,)."""
-        W, A = self.W[k], self.A[k]
-        kap = self.kappa[k][:, None]
-        t1 = np.exp(-s)[:, None]
-        t2 = np.exp(-self.g * s)[:, None]
-        u = A * t1 + kap * t2
-        Y = np.exp(-u)
-        X = A * t1 + self.g * kap * t2
-        Xp = -A * t1 - self.g * self.g * kap * t2
+        """Quantities at points s (n,) of UEs k (n,): X, Y, X' (M, n), Ce, F, D (n,)."""
+        W, A = self.WT[:, k], self.AT[:, k]
+        kap = self.kappa[k]
+        t1 = np.exp(-s)
+        t2 = np.exp(-self.g * s)
+        At1 = A * t1
+        kt2 = kap * t2
+        em = np.expm1(-(At1 + kt2))  # q − 1, accurate when u is small
+        Y = 1.0 + em
+        X = At1 + self.g * kt2
+        Xp = -At1 - (self.g * self.g) * kt2
         Ce = self.C[k] * np.exp(s)
-        F = np.sum(W * -np.expm1(-u), axis=1) + Ce
-        D = Ce - np.sum(W * X * Y, axis=1)
+        F = Ce - np.sum(W * em, axis=0)
+        D = Ce - np.sum(W * X * Y, axis=0)
         return X, Y, Xp, Ce, F, D
 
     def d_and_dd(self, k, s):
         X, Y, Xp, Ce, F, D = self.at(k, s)
-        dD = Ce - np.sum(self.W[k] * Y * (Xp + X * X), axis=1)
+        dD = Ce - np.sum(self.WT[:, k] * Y * (Xp + X * X), axis=0)
         return D, dD, F
 
 
-def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 16, max_depth: int = 60):
+def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 4, max_depth: int = 60):
     """Global minimiser of (21) for every UE. Arrays W, A (K, M); kappa, C (K,).
 
-    Returns (p (K,), objective (K,), bound (K,), stationary points (list per UE),
-    levels, n_cells).
+    Returns (p (K,), objective (K,), bound (K,), stationary points as a pair of arrays
+    (UE index, p), levels, n_cells).
     """
     K = W.shape[0]
     gamma = 2.0 / alpha
     p = np.full(K, p_min)
     obj = C * p_min
     bound = obj.copy()
-    stationary: list[list[float]] = [[] for _ in range(K)]
+    st_k: list[np.ndarray] = []
+    st_s: list[np.ndarray] = []
     live = np.flatnonzero(W.sum(axis=1) > 0)
     if live.size == 0 or p_min == p_max:
         if p_min == p_max and live.size:
@@ -79,7 +84,7 @@ def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 16, max_depth: 
             F = d.at(live, s)[4]
             obj[live] = F
             bound[live] = F
-        return p, obj, bound, stationary, 0, 0
+        return p, obj, bound, (np.zeros(0, int), np.zeros(0)), 0, 0
     d = _Data(W, A, kappa, C, gamma)
     s0, s1 = math.log(p_min), math.log(p_max)
     # initial grid: points (live, grid+1)
@@ -92,13 +97,11 @@ def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 16, max_depth: 
     ib = ia + 1
     cell = {
         "k": kk[ia], "sa": ss[ia], "sb": ss[ib],
-        "Xa": X[ia], "Ya": Y[ia], "Xpa": Xp[ia], "Ca": Ce[ia], "Fa": F[ia], "Da": D[ia],
-        "Xb": X[ib], "Yb": Y[ib], "Xpb": Xp[ib], "Cb": Ce[ib], "Fb": F[ib], "Db": D[ib],
+        "Xa": X[:, ia], "Ya": Y[:, ia], "Xpa": Xp[:, ia], "Ca": Ce[ia], "Fa": F[ia], "Da": D[ia],
+        "Xb": X[:, ib], "Yb": Y[:, ib], "Xpb": Xp[:, ib], "Cb": Ce[ib], "Fb": F[ib], "Db": D[ib],
     }
     # best endpoint so far per UE (all grid points are candidates)
-    best_F = np.full(K, np.inf)
-    best_s = np.full(K, s0)
-    _update_best(best_F, best_s, kk, ss, F)
+    cand_k, cand_s, cand_F = [kk], [ss], [F]
     lower = np.full(K, np.inf)  # bounds of degenerate cells
     convex_cells = []
     concave_cells = []
@@ -106,8 +109,8 @@ def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 16, max_depth: 
     n_cells = cell["k"].size
     while cell["k"].size and levels <= max_depth:
         levels += 1
-        Wk = W[cell["k"]]
-        scale = cell["Cb"] + np.sum(Wk * cell["Xa"], axis=1) + 1e-300
+        Wk = d.WT[:, cell["k"]]
+        scale = cell["Cb"] + np.sum(Wk * cell["Xa"], axis=0) + 1e-300
         Zl = cell["Xpa"] + cell["Xb"] ** 2
         Zu = cell["Xpb"] + cell["Xa"] ** 2
         # each term X_m Y_m is monotone in s where Z_m = X'_m + X_m² keeps its sign
@@ -117,23 +120,23 @@ def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 16, max_depth: 
         mono = (Zl > 0) | (Zu < 0)
         t_hi = np.where(mono, np.maximum(XYa, XYb), cell["Xa"] * cell["Yb"])
         t_lo = np.where(mono, np.minimum(XYa, XYb), cell["Xb"] * cell["Ya"])
-        D_low = cell["Ca"] - np.sum(Wk * t_hi, axis=1)
-        D_up = cell["Cb"] - np.sum(Wk * t_lo, axis=1)
+        D_low = cell["Ca"] - np.sum(Wk * t_hi, axis=0)
+        D_up = cell["Cb"] - np.sum(Wk * t_lo, axis=0)
         monotone = (D_low > MARGIN * scale) | (D_up < -MARGIN * scale)
         T_up = np.maximum(Zu * cell["Ya"], Zu * cell["Yb"])
         T_low = np.minimum(Zl * cell["Ya"], Zl * cell["Yb"])
-        scale2 = cell["Cb"] + np.sum(Wk * (np.abs(cell["Xpa"]) + cell["Xa"] ** 2), axis=1) + 1e-300
-        DD_low = cell["Ca"] - np.sum(Wk * T_up, axis=1)
-        DD_up = cell["Cb"] - np.sum(Wk * T_low, axis=1)
+        scale2 = cell["Cb"] + np.sum(Wk * (np.abs(cell["Xpa"]) + cell["Xa"] ** 2), axis=0) + 1e-300
+        DD_low = cell["Ca"] - np.sum(Wk * T_up, axis=0)
+        DD_up = cell["Cb"] - np.sum(Wk * T_low, axis=0)
         convex = ~monotone & (DD_low > MARGIN * scale2)
         concave = ~monotone & ~convex & (DD_up < -MARGIN * scale2)
         # convex cells with a sign change of D hold one interior minimum
         sc = convex & (cell["Da"] < 0) & (cell["Db"] > 0)
         if sc.any():
-            convex_cells.append({key: v[sc] for key, v in cell.items()})
+            convex_cells.append({key: v[..., sc] for key, v in cell.items()})
         sm_ = concave & (cell["Da"] > 0) & (cell["Db"] < 0)  # one local maximum inside
         if sm_.any():
-            concave_cells.append({key: v[sm_] for key, v in cell.items()})
+            concave_cells.append({key: v[..., sm_] for key, v in cell.items()})
         undecided = ~(monotone | convex | concave)
         if levels > max_depth:
             u = undecided
@@ -143,45 +146,51 @@ def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 16, max_depth: 
             break
         if not undecided.any():
             break
-        c = {key: v[undecided] for key, v in cell.items()}
+        c = {key: v[..., undecided] for key, v in cell.items()}
         sm = 0.5 * (c["sa"] + c["sb"])
         Xm, Ym, Xpm, Cm, Fm, Dm = d.at(c["k"], sm)
-        _update_best(best_F, best_s, c["k"], sm, Fm)
+        cand_k.append(c["k"])
+        cand_s.append(sm)
+        cand_F.append(Fm)
         left = dict(c, sb=sm, Xb=Xm, Yb=Ym, Xpb=Xpm, Cb=Cm, Fb=Fm, Db=Dm)
         right = dict(c, sa=sm, Xa=Xm, Ya=Ym, Xpa=Xpm, Ca=Cm, Fa=Fm, Da=Dm)
-        cell = {key: np.concatenate([left[key], right[key]]) for key in c}
+        cell = {key: np.concatenate([left[key], right[key]], axis=-1) for key in c}
         n_cells += cell["k"].size
     # Newton in each convex cell with a sign change
     if convex_cells:
-        cc = {key: np.concatenate([c[key] for c in convex_cells]) for key in convex_cells[0]}
+        cc = {key: np.concatenate([c[key] for c in convex_cells], axis=-1)
+              for key in convex_cells[0]}
         s_root, F_root = _newton(d, cc["k"], cc["sa"], cc["sb"], cc["Da"], cc["Db"])
-        _update_best(best_F, best_s, cc["k"], s_root, F_root)
-        for k_, s_ in zip(cc["k"].tolist(), s_root.tolist()):
-            stationary[k_].append(math.exp(s_))
+        cand_k.append(cc["k"])
+        cand_s.append(s_root)
+        cand_F.append(F_root)
+        st_k.append(cc["k"])
+        st_s.append(s_root)
     if concave_cells:  # local maxima, reported only
-        cc = {key: np.concatenate([c[key] for c in concave_cells]) for key in concave_cells[0]}
+        cc = {key: np.concatenate([c[key] for c in concave_cells], axis=-1)
+              for key in concave_cells[0]}
         s_root, _ = _newton(d, cc["k"], cc["sa"], cc["sb"], -cc["Da"], -cc["Db"], sign=-1.0)
-        for k_, s_ in zip(cc["k"].tolist(), s_root.tolist()):
-            stationary[k_].append(math.exp(s_))
+        st_k.append(cc["k"])
+        st_s.append(s_root)
+    best_F = np.full(K, np.inf)
+    best_s = np.full(K, s0)
+    _update_best(best_F, best_s, np.concatenate(cand_k), np.concatenate(cand_s),
+                 np.concatenate(cand_F))
     p[live] = np.exp(best_s[live])
     p[live] = np.where(best_s[live] == s0, p_min, np.where(best_s[live] == s1, p_max, p[live]))
     p = np.clip(p, p_min, p_max)
     obj[live] = best_F[live]
     bound[live] = np.minimum(best_F[live], lower[live])
+    stationary = ((np.concatenate(st_k), np.exp(np.concatenate(st_s))) if st_k
+                  else (np.zeros(0, int), np.zeros(0)))
     return p, obj, bound, stationary, levels, n_cells
 
 
 def _update_best(best_F, best_s, k, s, F):
-    order = np.lexsort((F, k))
-    k_sorted = k[order]
-    first = np.ones(k_sorted.size, dtype=bool)
-    first[1:] = k_sorted[1:] != k_sorted[:-1]
-    kk = k_sorted[first]
-    FF = F[order][first]
-    ss = s[order][first]
-    better = FF < best_F[kk]
-    best_F[kk[better]] = FF[better]
-    best_s[kk[better]] = ss[better]
+    """Per UE, keep the candidate point with the least objective."""
+    np.minimum.at(best_F, k, F)
+    hit = F == best_F[k]
+    best_s[k[hit]] = s[hit]
 
 
 def _newton(d: _Data, k, lo, hi, Dlo, Dhi, max_iter: int = 100, sign: float = 1.0):

@@ -82,7 +82,7 @@ def solve_power(instance: PowerInstance, method: str = "auto", tol: float = 1e-1
         p, obj, bound, stat, levels, cells = solve_batch(b.W, b.A, b.kappa, b.C, b.alpha,
                                                          b.p_min, b.p_max)
         return _finish(inst, p[0], method, "optimal", levels, t0, float(bound[0]), tol,
-                       {"stationary_points": sorted(stat[0]), "cells": cells})
+                       {"stationary_points": sorted(stat[1].tolist()), "cells": cells})
     if method == "max":
         return _finish(inst, inst.p_max, method, "feasible", 0, t0, None, tol, {})
     if method == "bounded":
@@ -147,8 +147,9 @@ def solve_power_batch(batch: PowerBatch, method: str = "auto", tol: float = 1e-1
 
     ``objective`` is the sum over UEs, ``bound`` the sum of per-UE bounds (when every UE has
     one). UEs without any scheduled module (all W = 0) minimise C·p, so they get p_min.
-    ``extras['objectives']`` holds the per-UE objectives and ``extras['statuses']`` (for the
-    per-UE methods) the per-UE statuses.
+    ``extras['objectives']`` holds the per-UE objectives, ``extras['statuses']`` (for the
+    per-UE methods) the per-UE statuses and, for ``global``, ``extras['stationary_points']``
+    a pair of arrays (UE index, p) of every interior stationary point of (22).
     """
     if method not in POWER_METHODS:
         raise ValueError(f"unknown power method {method!r}; known: {', '.join(POWER_METHODS)}")

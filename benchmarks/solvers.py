@@ -1,0 +1,118 @@
+"""Solver benchmarks for issue 4, in one run: prints time ratios and writes a CSV.
+
+    .venv/bin/python benchmarks/solvers.py [--csv results/bench_solvers.csv] [--quick]
+
+1. Bandwidth (16) at N = 10, 30, 100 (``synthetic_large_bandwidth``: the magnitudes of
+   ``bandwidth_example_*``): ``auto``, ``alg1``, ``lambertw`` against SCIP (60 s limit) and
+   Ipopt; ratios of medians.
+2. The fast methods alone at N = 1e4, 1e5, 1e6.
+3. Power (21) for 1e4 UEs: ``global`` batched (one vectorised call) and per UE, against
+   ``bounded``, Ipopt and SCIP per UE (SCIP and Ipopt on a subsample, reported per UE).
+
+Timings are wall-clock on whatever machine runs this; no assertion is made here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import statistics
+import time
+from pathlib import Path
+
+from fedopt.solvers import solve_bandwidth, solve_power, solve_power_batch
+from fedopt.solvers.random_instances import random_power_batch, synthetic_large_bandwidth
+
+
+def _time(fn, reps: int):
+    out, times = None, []
+    for _ in range(reps):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return out, times
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--csv", default="results/bench_solvers.csv")
+    ap.add_argument("--scip-time-limit", type=float, default=60.0)
+    ap.add_argument("--scip-reps", type=int, default=3, help="SCIP instances per N (default 3)")
+    ap.add_argument("--reps", type=int, default=5, help="instances per N for the others")
+    ap.add_argument("--quick", action="store_true", help="small sizes only (a smoke run)")
+    args = ap.parse_args(argv)
+    rows: list[dict] = []
+
+    def rec(part, problem, n, method, seconds, sol):
+        rows.append({"part": part, "problem": problem, "n": n, "method": method,
+                     "seconds": seconds, "status": getattr(sol, "status", ""),
+                     "objective": getattr(sol, "objective", ""), "gap": getattr(sol, "gap", "")})
+
+    # 1. bandwidth vs SCIP and Ipopt
+    print("== bandwidth (16): median seconds over instances; ratio = reference / method")
+    sizes = [10, 30] if args.quick else [10, 30, 100]
+    for n in sizes:
+        med = {}
+        for method in ("auto", "alg1", "lambertw", "ipopt", "scip"):
+            reps = args.scip_reps if method == "scip" else args.reps
+            ts = []
+            for seed in range(reps):
+                inst = synthetic_large_bandwidth(n, seed=seed)
+                kw = {"time_limit": args.scip_time_limit} if method == "scip" else {}
+                t = time.perf_counter()
+                sol = solve_bandwidth(inst, method, **kw)
+                dt = time.perf_counter() - t
+                ts.append(dt)
+                rec("vs_references", "bandwidth", n, method, dt, sol)
+            med[method] = statistics.median(ts)
+        print(f"N={n:>4}: " + "  ".join(f"{m} {med[m]:.3g}s" for m in med))
+        for m in ("auto", "alg1", "lambertw"):
+            print(f"        {m:>8}: {med['scip'] / med[m]:10.1f}x faster than SCIP, "
+                  f"{med['ipopt'] / med[m]:8.1f}x vs Ipopt")
+    # 2. fast methods at scale
+    print("== bandwidth (16) at scale: median of 3 runs (alg1: 1 run)")
+    for n in ([10_000] if args.quick else [10_000, 100_000, 1_000_000]):
+        inst = synthetic_large_bandwidth(n, seed=1)
+        line = []
+        for method in ("auto", "lambertw", "alg1"):
+            reps = 1 if method == "alg1" else 3
+            sol, ts = _time(lambda m=method: solve_bandwidth(inst, m), reps)
+            for dt in ts:
+                rec("scale", "bandwidth", n, method, dt, sol)
+            line.append(f"{method} {statistics.median(ts) * 1e3:.1f} ms ({sol.status}, gap {sol.gap:.1e})")
+        print(f"N={n:>8}: " + "; ".join(line))
+    # 3. power
+    K = 1000 if args.quick else 10_000
+    print(f"== power (21) for K = {K} UEs")
+    batch = random_power_batch(K, "noise-limited", seed=0)
+    sol, ts = _time(lambda: solve_power_batch(batch, "auto"), 5)
+    for dt in ts:
+        rec("power", "power_batch", K, "global", dt, sol)
+    t_batch = statistics.median(ts)
+    print(f"global batched: {t_batch * 1e3:.1f} ms for {K} UEs (median of 5; {sol.status})")
+    per_ue = {}
+    sub = {"global": K, "bounded": min(K, 2000), "ipopt": min(K, 300), "scip": min(K, 30)}
+    for method, k in sub.items():
+        t = time.perf_counter()
+        for i in range(k):
+            s = solve_power(batch.instance(i), method,
+                            **({"time_limit": args.scip_time_limit} if method == "scip" else {}))
+        dt = (time.perf_counter() - t) / k
+        per_ue[method] = dt
+        rec("power", "power_single", k, method, dt, s)
+        print(f"{method:>8} per UE: {dt * 1e3:.3f} ms (over {k} UEs) -> {dt * K:.2f} s for {K}")
+    for m in ("bounded", "ipopt", "scip"):
+        print(f"global batched is {per_ue[m] * K / t_batch:.0f}x faster than {m} per UE")
+    out = Path(args.csv)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
