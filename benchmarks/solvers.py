@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import statistics
 import time
 from pathlib import Path
@@ -26,12 +25,15 @@ from fedopt.solvers.random_instances import random_power_batch, synthetic_large_
 
 
 def _time(fn, reps: int):
-    out, times = None, []
+    """(result, wall times, CPU times): CPU time is reported too because the machine may be
+    shared; it is the better estimate of the unloaded wall time of a single-threaded run."""
+    out, times, cpu = None, [], []
     for _ in range(reps):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         out = fn()
         times.append(time.perf_counter() - t)
-    return out, times
+        cpu.append(time.process_time() - c)
+    return out, times, cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,9 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     rows: list[dict] = []
 
-    def rec(part, problem, n, method, seconds, sol):
+    def rec(part, problem, n, method, seconds, sol, cpu=""):
         rows.append({"part": part, "problem": problem, "n": n, "method": method,
-                     "seconds": seconds, "status": getattr(sol, "status", ""),
+                     "seconds": seconds, "cpu_seconds": cpu, "status": getattr(sol, "status", ""),
                      "objective": getattr(sol, "objective", ""), "gap": getattr(sol, "gap", "")})
 
     # 1. bandwidth vs SCIP and Ipopt
@@ -77,20 +79,28 @@ def main(argv: list[str] | None = None) -> int:
         line = []
         for method in ("auto", "lambertw", "alg1"):
             reps = 1 if method == "alg1" else 3
-            sol, ts = _time(lambda m=method: solve_bandwidth(inst, m), reps)
-            for dt in ts:
-                rec("scale", "bandwidth", n, method, dt, sol)
-            line.append(f"{method} {statistics.median(ts) * 1e3:.1f} ms ({sol.status}, gap {sol.gap:.1e})")
+            sol, ts, cs = _time(lambda m=method, i=inst: solve_bandwidth(i, m), reps)
+            for dt, c in zip(ts, cs):
+                rec("scale", "bandwidth", n, method, dt, sol, c)
+            line.append(f"{method} {statistics.median(ts) * 1e3:.1f} ms wall / "
+                        f"{statistics.median(cs) * 1e3:.1f} ms CPU ({sol.status}, gap {sol.gap:.1e})")
         print(f"N={n:>8}: " + "; ".join(line))
     # 3. power
     K = 1000 if args.quick else 10_000
     print(f"== power (21) for K = {K} UEs")
     batch = random_power_batch(K, "noise-limited", seed=0)
-    sol, ts = _time(lambda: solve_power_batch(batch, "auto"), 5)
-    for dt in ts:
-        rec("power", "power_batch", K, "global", dt, sol)
+    sol, ts, cs = _time(lambda: solve_power_batch(batch, "auto"), 5)
+    for dt, c in zip(ts, cs):
+        rec("power", "power_batch", K, "global", dt, sol, c)
     t_batch = statistics.median(ts)
-    print(f"global batched: {t_batch * 1e3:.1f} ms for {K} UEs (median of 5; {sol.status})")
+    print(f"global batched: {t_batch * 1e3:.1f} ms wall / {statistics.median(cs) * 1e3:.1f} ms "
+          f"CPU for {K} UEs (median of 5; {sol.status})")
+    batch_d = random_power_batch(K, "defaults", seed=0)
+    sol_d, ts_d, cs_d = _time(lambda: solve_power_batch(batch_d, "auto"), 5)
+    for dt, c in zip(ts_d, cs_d):
+        rec("power", "power_batch_defaults", batch_d.k, "global", dt, sol_d, c)
+    print(f"global batched (defaults regime, {batch_d.k} UEs): {statistics.median(ts_d) * 1e3:.1f} "
+          f"ms wall / {statistics.median(cs_d) * 1e3:.1f} ms CPU ({sol_d.status})")
     per_ue = {}
     sub = {"global": K, "bounded": min(K, 2000), "ipopt": min(K, 300), "scip": min(K, 30)}
     for method, k in sub.items():
