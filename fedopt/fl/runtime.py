@@ -339,6 +339,8 @@ class Simulation:
             write_json(summary, self.out / "summary.json")
             write_json({"seconds_this_process": seconds}, self.out / "timing.json")
             plot_run(self.rows, self.out, title=f"({run.policy}, M={self.pop.M})", bound=bound)
+            if hasattr(self.backend, "save_run"):  # e.g. the LoRA backend: peft modules + ensembles
+                self.backend.save_run(self.out, self.params, self.ensembles)
             save_checkpoint(self.state_dict(), self.out)
         self.summary = summary
         return summary
