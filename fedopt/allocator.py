@@ -172,7 +172,8 @@ class RoundAllocator:
     def __init__(self, config, policy="primal_dual", power_method: str | None = None,
                  bandwidth_method: str | None = None, *, module_bits=None, phi=None,
                  tol: float = 1e-7, max_iter: int = 30, policy_params: dict | None = None,
-                 on_infeasible: str = "raise", seed: int = 0, joint_max_evals: int = 3000):
+                 on_infeasible: str = "raise", seed: int = 0, joint_max_evals: int = 3000,
+                 escapes: int = 3, warm_start: bool = True):
         from .online import SwitchingPolicy, make_policy
 
         self.config = config
@@ -192,6 +193,8 @@ class RoundAllocator:
         self.max_iter = int(max_iter)
         self.on_infeasible = on_infeasible
         self.joint_max_evals = int(joint_max_evals)
+        self.escapes = int(escapes)
+        self.warm_start = bool(warm_start)
         self.joint = isinstance(policy, str) and policy == "joint"
         if self.joint:
             self.policy = None
@@ -300,7 +303,8 @@ class RoundAllocator:
                                                       energy=E_est, active=available)
             x = (np.asarray(x) > 0) & feasible
             x, dropped = self.repair(x, sys_.b_min, u_est)
-            p, b, obj, iters, bw = self.bcd(sys_, x)
+            # warm start from the previous round's powers: consecutive rounds are alike
+            p, b, obj, iters, bw = self.bcd(sys_, x, p0=p_prev if self.warm_start else None)
         # the round's outcome: realised costs (unscheduled pairs at the nominal allocation)
         p_nom, b_nom = nominal_allocation(x, p, b, sys_.b_min, cfg.P_max,
                                           float(np.mean(b[x])) if x.any() else mean_b)
@@ -369,47 +373,123 @@ class RoundAllocator:
         return out, [(int(a), int(bb)) for a, bb in zip(k[~keep], m[~keep])]
 
     def bcd(self, sys_: RoundSystem, x: np.ndarray, p0: np.ndarray | None = None):
-        """Block coordinate descent over (p, b) for a fixed x (Algorithm 2, step 2).
+        """Block coordinate descent over (p, b) for a fixed x (Algorithm 2, step 2), with basin
+        escapes.
 
         Starts from p = P_max (or ``p0``) and b = b^min plus an equal share of the slack;
         alternates power (21), batched over UEs, and bandwidth (16) until the round objective
-        changes by less than ``tol`` relative. Returns (p (K,), b (K, M), objective,
-        iterations, the last bandwidth Solution or None).
+        changes by less than ``tol`` relative. (p, b) is jointly nonconvex, so BCD can stop at
+        a point where neither block improves alone although a UE's joint (p_k, b_k) move does
+        (typically: a far UE that should give up on its upload, p_k → P_min, b → b^min).
+        :meth:`_escape` looks for such moves on a per-UE grid of the Lagrangian with the
+        bandwidth price ν, and BCD restarts from them while the objective improves
+        (``escapes``, ours). Returns (p (K,), b (K, M), objective, iterations, the last
+        bandwidth Solution or None).
         """
+        x = np.asarray(x, bool)
+        # from given powers, the bandwidth step comes first (b would otherwise start cold)
+        best = self._bcd_once(sys_, x, p0, start_with_bandwidth=p0 is not None)
+        for _ in range(self.escapes):
+            if best[4] is None:
+                break
+            p_try = self._escape(sys_, x, best[0], best[1])
+            if p_try is None:
+                break
+            cand = self._bcd_once(sys_, x, p_try, start_with_bandwidth=True)
+            if cand[2] < best[2] - 1e-13 * abs(best[2]):
+                best = (cand[0], cand[1], cand[2], best[3] + cand[3], cand[4])
+            else:
+                break
+        return best
+
+    def _bcd_once(self, sys_: RoundSystem, x: np.ndarray, p0=None, start_with_bandwidth=False):
         from fedopt.instances import bandwidth_instance, bandwidth_to_matrix, power_batch
         from fedopt.solvers import solve_bandwidth, solve_power_batch
 
         K, M = x.shape
-        x = np.asarray(x, bool)
         p = np.full(K, sys_.P_max) if p0 is None else np.asarray(p0, float).copy()
         b = np.zeros((K, M))
         if not x.any():
             return p, b, sys_.objective(x, p, b), 0, None
-        bm = np.where(x, sys_.b_min, 0.0)
-        b = np.where(x, bm + (1.0 - bm.sum()) / x.sum(), 0.0)
         common = dict(omega=sys_.omega, Gamma=sys_.Gamma, a=sys_.a, kappa=sys_.kappa, S=sys_.S,
                       rho=sys_.rho, B=sys_.B, theta=sys_.theta, alpha=sys_.alpha)
-        on = x.any(axis=1)
-        obj = sys_.objective(x, p, b)
-        bw = None
-        it = 0
         pkw = {} if self.power_method is None else {"method": self.power_method}
         bkw = {} if self.bandwidth_method is None else {"method": self.bandwidth_method}
-        for it in range(1, self.max_iter + 1):  # noqa: B007 (it is returned)
-            sol = solve_power_batch(power_batch(x=x, b=b, p_min=sys_.P_min, p_max=sys_.P_max,
-                                                **common), **pkw)
-            p = np.where(on, np.asarray(sol.x, float), p)
+        on = x.any(axis=1)
+        sub = dict(common, omega=sys_.omega[on], Gamma=sys_.Gamma[on], a=sys_.a[on],
+                   kappa=sys_.kappa[on])
+        bw = None
+        if start_with_bandwidth:
             inst = bandwidth_instance(x=x, p=p, b_min=sys_.b_min, **common)
             bw = solve_bandwidth(inst, **bkw)
-            b_new = bandwidth_to_matrix(inst, np.asarray(bw.x, float))
-            new = sys_.objective(x, p, b_new)
-            if new <= obj + 1e-15 * abs(obj):
-                b = b_new
+            b = bandwidth_to_matrix(inst, np.asarray(bw.x, float))
+        else:
+            bm = np.where(x, sys_.b_min, 0.0)
+            b = np.where(x, bm + (1.0 - bm.sum()) / x.sum(), 0.0)
+        obj = sys_.objective(x, p, b)
+        it = 0
+        for it in range(1, self.max_iter + 1):  # noqa: B007 (it is returned)
+            # only the UEs with a scheduled pair enter the batch (the others keep p)
+            sol = solve_power_batch(power_batch(x=x[on], b=b[on], p_min=sys_.P_min,
+                                                p_max=sys_.P_max, **sub), **pkw)
+            p_new = p.copy()
+            p_new[on] = np.asarray(sol.x, float)
+            inst = bandwidth_instance(x=x, p=p_new, b_min=sys_.b_min, **common)
+            bw_new = solve_bandwidth(inst, **bkw)
+            b_new = bandwidth_to_matrix(inst, np.asarray(bw_new.x, float))
+            new = sys_.objective(x, p_new, b_new)
+            if new <= obj:  # keep the best point (a local method may not improve)
+                p, b, bw = p_new, b_new, bw_new
             done = abs(obj - new) <= self.tol * max(abs(new), 1e-300)
             obj = min(obj, new)
             if done:
                 break
         return p, b, sys_.objective(x, p, b), it, bw
+
+    def _escape(self, sys_: RoundSystem, x: np.ndarray, p: np.ndarray, b: np.ndarray,
+                n_grid: int = 33) -> np.ndarray | None:
+        """Per-UE joint (p_k, b_k) moves that BCD cannot see. With the bandwidth price
+        ν = −f_n'(b_n) of (17) at the current point (0 if the band is slack), UE k's share of
+        the Lagrangian, Σ_m [ω Γ (1 − q(p, b_m)) + ρ p S_m/(b_m R) + ν b_m], is minimised on a
+        log grid of p and of each b_m; UEs whose grid minimum beats their current value get
+        the grid's p. Returns the new p (K,) or None when no UE can improve."""
+        K, M = x.shape
+        R = sys_.rate_per_b
+        ks, ms = np.nonzero(x)
+        W = sys_.omega[ks] * sys_.Gamma[ks, ms]
+        c = sys_.rho * p[ks] * sys_.S[ms] / R
+        a = sys_.a[ks] / p[ks]
+        e = np.exp(-sys_.kappa[ks] * p[ks] ** (-2.0 / sys_.alpha))
+        bn = b[ks, ms]
+        free = (bn > sys_.b_min[ks, ms] * (1 + 1e-9)) & (bn < 1 - 1e-9)
+        nu = 0.0
+        if math.fsum(bn) >= 1 - 1e-9 and free.any():
+            nu = float(np.median(c[free] / bn[free] ** 2 - W[free] * e[free] * a[free] * np.exp(-a[free] * bn[free])))
+            nu = max(nu, 0.0)
+
+        def lagr(pk, bb):  # pk (..., G) broadcast with pairs; returns per-pair values
+            q = np.exp(-sys_.a[ks][:, None, None] * bb / pk
+                       - sys_.kappa[ks][:, None, None] * pk ** (-2.0 / sys_.alpha))
+            return W[:, None, None] * (1 - q) + sys_.rho * pk * sys_.S[ms][:, None, None] / (bb * R) + nu * bb
+
+        cur = lagr(p[ks][:, None, None], bn[:, None, None])[:, 0, 0]
+        pg = np.geomspace(sys_.P_min, sys_.P_max, n_grid)[None, :, None]
+        lo = np.log(sys_.b_min[ks, ms])[:, None, None]
+        bg = np.exp(lo + (0.0 - lo) * np.linspace(0, 1, n_grid)[None, None, :])
+        per = lagr(pg, bg).min(axis=2)  # (N, G): best b per pair and p
+        tot = np.zeros((K, n_grid))
+        np.add.at(tot, ks, per)
+        now = np.zeros(K)
+        np.add.at(now, ks, cur)
+        j = np.argmin(tot, axis=1)
+        gain = now - tot[np.arange(K), j]
+        scale = max(abs(sys_.objective(x, p, b)), 1e-300)
+        move = x.any(axis=1) & (gain > 1e-7 * scale)  # well below the 1e-5 that matters
+        if not move.any():
+            return None
+        out = p.copy()
+        out[move] = pg[0, j[move], 0]
+        return out
 
     def _joint(self, sys_: RoundSystem, feasible: np.ndarray, n_floor: int, u_est: np.ndarray):
         """The per-round mode: x minimising the round's objective (7) under (7b), (7d) and the

@@ -12,7 +12,11 @@ One round of (7) with the round's coefficients (a :class:`fedopt.costs.RoundSyst
           Σ_{k,m} x_{k,m} ≥ floor        (optional per-round participation floor, ours)
 
 b is bounded below by b^min for every pair (its value is irrelevant when x = 0), which keeps
-1/b finite. With ``x_fixed`` the binaries are fixed and only the scheduled pairs' b appear:
+1/b finite. The model is written in the logarithms z_k = ln p_k and y_{k,m} = ln b_{k,m}: every
+nonlinearity becomes an exponential of a linear form (a b/p = a e^{y−z}, p^{−2/α} = e^{−2z/α},
+p/b = e^{z−y}), so the energy term and the band constraint are convex and SCIP's spatial
+branch-and-bound gets much tighter relaxations (K = 5 given x: ~2 s instead of ~30 s).
+Variables ``p`` and ``b`` are exposed as expressions. With ``x_fixed`` the binaries are fixed and only the scheduled pairs' b appear:
 the continuous problem that BCD solves. The model only states the problem; the SCIP adapter
 in ``solvers/_scip_round.py`` solves it.
 """
@@ -48,16 +52,20 @@ def round_model(sys_, M_max: int, *, x_fixed: np.ndarray | None = None,
     mdl.U = pyo.Set(initialize=ue, ordered=True)
     if x_fixed is None:
         mdl.x = pyo.Var(mdl.P, domain=pyo.Binary)
-    mdl.p = pyo.Var(mdl.U, bounds=(sys_.P_min, sys_.P_max), initialize=sys_.P_max)
-    mdl.b = pyo.Var(mdl.P, bounds=lambda _, k, m: (float(sys_.b_min[k, m]), 1.0),
-                    initialize=lambda _, k, m: float(sys_.b_min[k, m]))
+    mdl.z = pyo.Var(mdl.U, bounds=(math.log(sys_.P_min), math.log(sys_.P_max)),
+                    initialize=math.log(sys_.P_max))
+    mdl.y = pyo.Var(mdl.P, bounds=lambda _, k, m: (math.log(float(sys_.b_min[k, m])), 0.0),
+                    initialize=lambda _, k, m: math.log(float(sys_.b_min[k, m])))
+    mdl.p = pyo.Expression(mdl.U, rule=lambda _, k: pyo.exp(mdl.z[k]))
+    mdl.b = pyo.Expression(mdl.P, rule=lambda _, k, m: pyo.exp(mdl.y[k, m]))
+    g = 2.0 / sys_.alpha
 
     def xv(k, m):
         return 1 if x_fixed is not None else mdl.x[k, m]
 
-    def q(k, m):  # (15)
-        return pyo.exp(-float(sys_.a[k]) * mdl.b[k, m] / mdl.p[k]
-                       - float(sys_.kappa[k]) * mdl.p[k] ** (-2.0 / sys_.alpha))
+    def q(k, m):  # (15): exp(−a b/p − κ p^{−2/α})
+        return pyo.exp(-float(sys_.a[k]) * pyo.exp(mdl.y[k, m] - mdl.z[k])
+                       - float(sys_.kappa[k]) * pyo.exp(-g * mdl.z[k]))
 
     const = float(np.sum(sys_.omega[:, None] * sys_.Gamma))  # Σ ω Γ: (1 − x q)Γ with x q = 0
     terms = []
@@ -65,7 +73,7 @@ def round_model(sys_, M_max: int, *, x_fixed: np.ndarray | None = None,
         w = float(sys_.omega[k])
         terms.append(xv(k, m) * (w * float(sys_.Delta[k, m]) + sys_.rho * float(sys_.E_cmp[k, m])))
         terms.append(-w * float(sys_.Gamma[k, m]) * xv(k, m) * q(k, m))
-        terms.append(sys_.rho * float(sys_.S[m]) / R * xv(k, m) * mdl.p[k] / mdl.b[k, m])
+        terms.append(sys_.rho * float(sys_.S[m]) / R * xv(k, m) * pyo.exp(mdl.z[k] - mdl.y[k, m]))
     mdl.obj = pyo.Objective(expr=scale * (const + sum(terms)), sense=pyo.minimize)
 
     if x_fixed is None:

@@ -99,7 +99,7 @@ def solve_round_scip(sys_, M_max: int, *, x_fixed=None, available=None, floor=No
     b = np.zeros((K, M))
     obj = math.nan
     if res.incumbent_objective is not None:
-        res.solution_loader.load_vars()
+        res.solution_loader.load_vars()  # p and b are expressions of z = ln p, y = ln b
         for k in mdl.U:
             p[k] = pyo_value(mdl.p[k])
         for k, m in mdl.P:
