@@ -13,10 +13,11 @@ DEFAULTS: dict[str, dict] = {
                "-124 dBm/Hz", "-114 dBm/Hz", "-104 dBm/Hz"],
         "methods": ["alg1", "global", "scip"],
         "rho": [1e-5, 1e-4, 1e-3, 1e-2],
-        "time_limit": 30.0,
+        "scip_rho": [1e-3, 1e-2],
+        "time_limit": 10.0,
         "quick": {"run": {"K": 20}, "seeds": 2, "eps": [1e-2, 1e-6, 1e-10],
                   "N0": ["-174 dBm/Hz", "-124 dBm/Hz"], "rho": [1e-5, 1e-2],
-                  "time_limit": 10.0},
+                  "scip_rho": [1e-2], "time_limit": 10.0},
     },
 }
 
@@ -53,5 +54,5 @@ DEFAULTS["fig2"] = {
     "target": 0.6,
     "window": 5,
     "lora_task": "sst2",
-    "quick": {"run": {"rounds": 8}, "K": [6, 10], "seeds": 2, "target": 0.3, "window": 2},
+    "quick": {"run": {"rounds": 8}, "K": [6, 10], "seeds": 2, "target": 0.5, "window": 2},
 }
