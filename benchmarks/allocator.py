@@ -1,0 +1,123 @@
+"""Round allocator (Algorithm 2) benchmarks for issue 5, in one run; prints times and ratios.
+
+    .venv/bin/python benchmarks/allocator.py [--rounds 30] [--big-rounds 3] [--scip-limit 10]
+
+1. ``allocate`` at K = 100, M = 3 (the defaults), ``primal_dual``: median over ``--rounds``
+   rounds of a moving, fading population (goal: < 20 ms).
+2. ``allocate`` at K = 10 000 with B scaled with K (B = 20 MHz x K/100, so the deadline
+   floors of ~beta K pairs fit the band): median over ``--big-rounds`` rounds (goal: < 1 s).
+3. SCIP's MINLP (7) on K = 3, 5, 8, ... until it stops proving optimality on every one of
+   ``--scip-instances`` instances within ``--scip-limit`` s; at the largest K it solved, the
+   ratio of SCIP's time to the allocator's joint per-round mode and to ``allocate``.
+
+The CPU is shared with other jobs: times are noisy, so ratios are taken within this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import numpy as np
+
+
+def _states(cfg, rounds: int, seed: int):
+    """A population that moves (Gaussian steps, 3 m) and fades (known Exp(1) gains)."""
+    from fedopt.online.scenarios import random_round_state
+
+    rng = np.random.default_rng(seed)
+    state, pop = random_round_state(cfg, rng)
+    pos = np.array(pop.positions)
+    out = []
+    for t in range(rounds):
+        pos = pos + rng.normal(0, 3.0, pos.shape)
+        r = np.clip(np.hypot(pos[:, 0], pos[:, 1]), cfg.d_min, cfg.radius)
+        s = type(state)(**{**state.__dict__})
+        s.t, s.distance, s.fading = t, r, np.maximum(rng.standard_exponential(cfg.K), 1e-3)
+        s.loss = state.loss * rng.lognormal(0, 0.05, state.loss.shape)
+        out.append(s)
+    return out
+
+
+def _time_allocate(cfg, rounds: int, policy="primal_dual", seed=0):
+    from fedopt import RoundAllocator
+
+    al = RoundAllocator(cfg, policy=policy)
+    times, pairs, iters = [], [], []
+    for s in _states(cfg, rounds, seed):
+        t0 = time.perf_counter()
+        a = al.allocate(s)
+        times.append(time.perf_counter() - t0)
+        pairs.append(int(a.x.sum()))
+        iters.append(a.iterations)
+    return np.array(times), pairs, iters
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--big-rounds", type=int, default=3)
+    ap.add_argument("--big-K", type=int, default=10_000)
+    ap.add_argument("--scip-limit", type=float, default=10.0)
+    ap.add_argument("--scip-instances", type=int, default=3)
+    args = ap.parse_args(argv)
+
+    from fedopt.solvers._scip_round import solve_round_scip
+
+    from fedopt import RoundAllocator, SystemConfig
+    from fedopt.costs import switching_init, switching_update
+    from fedopt.online.scenarios import random_round_state
+
+    cfg = SystemConfig()
+    t, pairs, iters = _time_allocate(cfg, args.rounds)
+    print(f"1. allocate, K = 100, M = 3, primal_dual: median {1e3 * np.median(t):.1f} ms "
+          f"(p10 {1e3 * np.percentile(t, 10):.1f}, max {1e3 * t.max():.1f}) over {len(t)} rounds; "
+          f"{np.median(pairs):.0f} pairs, {np.median(iters):.0f} BCD iterations (median); goal < 20 ms")
+
+    K = args.big_K
+    big = SystemConfig(K=K, B=20e6 * K / 100)
+    t0 = time.perf_counter()
+    tb, pairs_b, iters_b = _time_allocate(big, args.big_rounds)
+    print(f"2. allocate, K = {K}, B = {big.B / 1e6:g} MHz: median {np.median(tb):.3f} s "
+          f"(max {tb.max():.3f}) over {len(tb)} rounds; {np.median(pairs_b):.0f} pairs, "
+          f"{np.median(iters_b):.0f} BCD iterations; goal < 1 s "
+          f"(setup + rounds {time.perf_counter() - t0:.1f} s)")
+
+    largest, rows = None, []
+    for Ks in (3, 5, 8, 12):
+        c = SystemConfig(K=Ks)
+        ok, ts, tj, ta = True, [], [], []
+        for i in range(args.scip_instances):
+            state, _ = random_round_state(c, np.random.default_rng([99, Ks, i]))
+            al = RoundAllocator(c, policy="joint")
+            t0 = time.perf_counter()
+            al.allocate(state)
+            tj.append(time.perf_counter() - t0)
+            al2 = RoundAllocator(c, policy="primal_dual")
+            t0 = time.perf_counter()
+            al2.allocate(state)
+            ta.append(time.perf_counter() - t0)
+            al.estimator = switching_update(switching_init(Ks, c.M), state.loss, state.grad_sq, 0)
+            r = solve_round_scip(al.system(state), c.M_max, floor=math.ceil(c.beta * Ks),
+                                 time_limit=args.scip_limit)
+            ts.append(r.seconds)
+            ok &= r.status == "optimal"
+        rows.append((Ks, ok, np.median(ts), np.median(tj), np.median(ta)))
+        print(f"   K = {Ks:2d}: SCIP MINLP {'solved all' if ok else 'hit its limit'}, "
+              f"median {np.median(ts):.2f} s; joint mode {np.median(tj):.3f} s; "
+              f"allocate {1e3 * np.median(ta):.1f} ms")
+        if not ok:
+            break
+        largest = rows[-1]
+    if largest is None:
+        print("3. SCIP solved no K within its limit")
+    else:
+        Ks, _, ts, tj, ta = largest
+        print(f"3. at SCIP's largest solvable K = {Ks}: SCIP / joint mode = {ts / tj:.1f}x, "
+              f"SCIP / allocate = {ts / ta:.0f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
