@@ -7,6 +7,7 @@ state is plain data with no dependency on fedopt's runtime.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -219,10 +220,11 @@ class RoundAllocator:
 
     def state_dict(self) -> dict:
         """Plain data: the policy state, the Δ/Γ estimator and the last round's (p, mean b)."""
-        return {"policy": self.policy_state, "estimator": self.estimator,
-                "prev_p": self.prev_p, "prev_mean_b": self.prev_mean_b}
+        return copy.deepcopy({"policy": self.policy_state, "estimator": self.estimator,
+                              "prev_p": self.prev_p, "prev_mean_b": self.prev_mean_b})
 
     def load_state_dict(self, d: dict) -> None:
+        d = copy.deepcopy(d)
         self.policy_state = d["policy"]
         self.estimator = d["estimator"]
         self.prev_p = d["prev_p"]
