@@ -140,7 +140,7 @@ def solve_cvxpy(inst, tol: float = 1e-9, max_iter: int = 200):
     status = "optimal"
     for it in range(1, max_iter + 1):  # noqa: B007 (it is reported after the loop)
         s.value = w * a * np.exp(-a * x)
-        prob.solve(solver=cp.CLARABEL, tol_gap_abs=1e-11, tol_gap_rel=1e-11, tol_feas=1e-10)
+        prob.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-9)
         status = prob.status
         if b.value is None:
             break

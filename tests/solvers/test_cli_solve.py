@@ -15,7 +15,20 @@ KEYS = {"objective", "x", "status", "method", "iterations", "seconds", "bound", 
 
 
 def fedopt(*args: str) -> subprocess.CompletedProcess:
+    """The console script, in a subprocess."""
     return subprocess.run([str(FEDOPT), *args], capture_output=True, text=True, timeout=120)
+
+
+def fedopt_inproc(capsys, *args: str) -> subprocess.CompletedProcess:
+    """``fedopt.cli.main`` in this process (same code path, no interpreter start-up)."""
+    from fedopt.cli import main
+
+    try:
+        rc = main(list(args))
+    except SystemExit as exc:  # argparse's own errors
+        rc = exc.code
+    cap = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), rc, cap.out, cap.err)
 
 
 GOOD_BW = {"problem": "bandwidth", "w": [0.1, 0.2], "a": [5.0, 10.0], "c": [0.001, 0.002],
@@ -26,9 +39,9 @@ GOOD_PW = {"problem": "power", "W": [0.2, 0.3], "A": [0.002, 0.003], "kappa": 0.
 
 @pytest.mark.parametrize("path", shared_examples("bandwidth") + shared_examples("power"),
                          ids=lambda p: p.stem)
-def test_json_output_keys(path):
+def test_json_output_keys(path, capsys):
     kind = "power" if path.stem.startswith("power") else "bandwidth"
-    r = fedopt("solve", kind, str(path), "--json")
+    r = fedopt_inproc(capsys, "solve", kind, str(path), "--json")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 1
@@ -41,15 +54,22 @@ def test_json_output_keys(path):
     assert out["objective"] <= ref + 1e-9 * abs(ref)
 
 
-def test_table_output(tmp_path):
+def test_console_script_json_smoke():
+    path = shared_examples("bandwidth")[0]
+    r = fedopt("solve", "bandwidth", str(path), "--json")
+    assert r.returncode == 0, r.stderr
+    assert KEYS | {"b"} == set(json.loads(r.stdout))
+
+
+def test_table_output(tmp_path, capsys):
     f = tmp_path / "bw.json"
     f.write_text(json.dumps(GOOD_BW))
-    r = fedopt("solve", "bandwidth", str(f), "--method", "alg1")
+    r = fedopt_inproc(capsys, "solve", "bandwidth", str(f), "--method", "alg1")
     assert r.returncode == 0, r.stderr
     assert "status" in r.stdout and "objective" in r.stdout and "\nb " in r.stdout
     f2 = tmp_path / "pw.json"
     f2.write_text(json.dumps(GOOD_PW))
-    r = fedopt("solve", "power", str(f2), "--method", "max", "--json")
+    r = fedopt_inproc(capsys, "solve", "power", str(f2), "--method", "max", "--json")
     out = json.loads(r.stdout)
     assert out["p"] == 0.2 and out["status"] == "feasible"
 
@@ -121,7 +141,10 @@ def test_malformed_one_line_exit_2(malformed_runs, case):
     assert "Traceback" not in r.stderr
 
 
-def test_missing_file_and_bad_method(tmp_path):
+def test_missing_file_and_bad_method(tmp_path, capsys):
+    def fedopt(*args):  # in-process; the malformed-file cases above use the console script
+        return fedopt_inproc(capsys, *args)
+
     r = fedopt("solve", "bandwidth", str(tmp_path / "nope.json"))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "no such file" in r.stderr
