@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/fedopt channel check --out results/channel
+	$(BIN)/fedopt simulate --config experiments/configs/quick.yaml --out results/quick --compare-fedlora
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
