@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scip-reps", type=int, default=3, help="SCIP instances per N (default 3)")
     ap.add_argument("--reps", type=int, default=5, help="instances per N for the others")
     ap.add_argument("--quick", action="store_true", help="small sizes only (a smoke run)")
+    ap.add_argument("--parts", default="references,scale,power",
+                    help="comma-separated subset of references,scale,power (default all)")
     args = ap.parse_args(argv)
     rows: list[dict] = []
 
@@ -51,10 +53,12 @@ def main(argv: list[str] | None = None) -> int:
                      "seconds": seconds, "cpu_seconds": cpu, "status": getattr(sol, "status", ""),
                      "objective": getattr(sol, "objective", ""), "gap": getattr(sol, "gap", "")})
 
+    parts = {x.strip() for x in args.parts.split(",")}
     # 1. bandwidth vs SCIP and Ipopt
-    print("== bandwidth (16): median seconds over instances; ratio = reference / method")
     sizes = [10, 30] if args.quick else [10, 30, 100]
-    for n in sizes:
+    if "references" in parts:
+        print("== bandwidth (16): median seconds over instances; ratio = reference / method")
+    for n in sizes if "references" in parts else []:
         med = {}
         for method in ("auto", "alg1", "lambertw", "ipopt", "scip"):
             reps = args.scip_reps if method == "scip" else args.reps
@@ -73,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"        {m:>8}: {med['scip'] / med[m]:10.1f}x faster than SCIP, "
                   f"{med['ipopt'] / med[m]:8.1f}x vs Ipopt")
     # 2. fast methods at scale
-    print("== bandwidth (16) at scale: median of 3 runs (alg1: 1 run)")
-    for n in ([10_000] if args.quick else [10_000, 100_000, 1_000_000]):
+    if "scale" in parts:
+        print("== bandwidth (16) at scale: median of 3 runs (alg1: 1 run)")
+    for n in ([10_000] if args.quick else [10_000, 100_000, 1_000_000]) if "scale" in parts else []:
         inst = synthetic_large_bandwidth(n, seed=1)
         line = []
         for method in ("auto", "lambertw", "alg1"):
@@ -87,7 +92,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"N={n:>8}: " + "; ".join(line))
     # 3. power
     K = 1000 if args.quick else 10_000
-    print(f"== power (21) for K = {K} UEs")
+    if "power" in parts:
+        print(f"== power (21) for K = {K} UEs")
+        _power(args, K, rec)
+    out = Path(args.csv)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    print(f"wrote {out}")
+    return 0
+
+
+def _power(args, K: int, rec) -> None:
     batch = random_power_batch(K, "noise-limited", seed=0)
     sol, ts, cs = _time(lambda: solve_power_batch(batch, "auto"), 5)
     for dt, c in zip(ts, cs):
@@ -114,14 +132,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{method:>8} per UE: {dt * 1e3:.3f} ms (over {k} UEs) -> {dt * K:.2f} s for {K}")
     for m in ("bounded", "ipopt", "scip"):
         print(f"global batched is {per_ue[m] * K / t_batch:.0f}x faster than {m} per UE")
-    out = Path(args.csv)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    print(f"wrote {out}")
-    return 0
 
 
 if __name__ == "__main__":

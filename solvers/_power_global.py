@@ -9,7 +9,9 @@ In s = ln p the objective of (21) and its derivatives are, with t₁ = e^{−s},
 
 Why no stationary point can be missed (a certified grid): on any cell [s_a, s_b] each factor
 is monotone — X_m and X_m² decrease, Y_m, X'_m and C e^s increase — so interval enclosures
-of D and D' on the cell follow from the endpoint values alone:
+of D and D' on the cell follow from the endpoint values alone (tightened to the endpoint
+values of X_m Y_m, resp. Y_m Z_m, where their derivatives Y Z, resp. Y(X³ + 3XX' + X''),
+have a certified sign on the cell):
 
     D  ∈ [C e^{s_a} − Σ W X(s_a) Y(s_b),  C e^{s_b} − Σ W X(s_b) Y(s_a)]
     D' ∈ [C e^{s_a} − Σ W max(Z⁺Y),        C e^{s_b} − Σ W min(Z⁻Y)],
@@ -95,24 +97,32 @@ def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 4, max_depth: i
     n = live.size
     ia = (np.arange(n)[:, None] * (grid + 1) + np.arange(grid)[None, :]).ravel()
     ib = ia + 1
-    cell = {
-        "k": kk[ia], "sa": ss[ia], "sb": ss[ib],
-        "Xa": X[:, ia], "Ya": Y[:, ia], "Xpa": Xp[:, ia], "Ca": Ce[ia], "Fa": F[ia], "Da": D[ia],
-        "Xb": X[:, ib], "Yb": Y[:, ib], "Xpb": Xp[:, ib], "Cb": Ce[ib], "Fb": F[ib], "Db": D[ib],
-    }
+    M = W.shape[1]
+    idx, R = _layout(M)
+    arr = np.empty((R, ia.size))
+    arr[idx["k"]] = kk[ia]
+    arr[idx["sa"]], arr[idx["sb"]] = ss[ia], ss[ib]
+    arr[idx["Ca"]], arr[idx["Fa"]], arr[idx["Da"]] = Ce[ia], F[ia], D[ia]
+    arr[idx["Cb"]], arr[idx["Fb"]], arr[idx["Db"]] = Ce[ib], F[ib], D[ib]
+    arr[idx["Xa"]], arr[idx["Ya"]], arr[idx["Xpa"]] = X[:, ia], Y[:, ia], Xp[:, ia]
+    arr[idx["Xb"]], arr[idx["Yb"]], arr[idx["Xpb"]] = X[:, ib], Y[:, ib], Xp[:, ib]
     # best endpoint so far per UE (all grid points are candidates)
     cand_k, cand_s, cand_F = [kk], [ss], [F]
     lower = np.full(K, np.inf)  # bounds of degenerate cells
     convex_cells = []
     concave_cells = []
     levels = 0
-    n_cells = cell["k"].size
-    while cell["k"].size and levels <= max_depth:
+    n_cells = arr.shape[1]
+    while arr.shape[1] and levels <= max_depth:
         levels += 1
-        Wk = d.WT[:, cell["k"]]
+        cell = {name: arr[i] for name, i in idx.items()}
+        kcell = cell["k"].astype(np.intp)
+        Wk = d.WT[:, kcell]
         scale = cell["Cb"] + np.sum(Wk * cell["Xa"], axis=0) + 1e-300
-        Zl = cell["Xpa"] + cell["Xb"] ** 2
-        Zu = cell["Xpb"] + cell["Xa"] ** 2
+        Xa, Xb, Xpa, Xpb = cell["Xa"], cell["Xb"], cell["Xpa"], cell["Xpb"]
+        Xa2, Xb2 = Xa * Xa, Xb * Xb
+        Zl = Xpa + Xb2
+        Zu = Xpb + Xa2
         # each term X_m Y_m is monotone in s where Z_m = X'_m + X_m² keeps its sign
         # (d(XY)/ds = Y Z): then its endpoint values bound it exactly
         XYa = cell["Xa"] * cell["Ya"]
@@ -123,54 +133,82 @@ def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 4, max_depth: i
         D_low = cell["Ca"] - np.sum(Wk * t_hi, axis=0)
         D_up = cell["Cb"] - np.sum(Wk * t_lo, axis=0)
         monotone = (D_low > MARGIN * scale) | (D_up < -MARGIN * scale)
+        if monotone.all():
+            break
+        if monotone.any():  # done with these: their minimum is an endpoint (a candidate)
+            keep = ~monotone
+            arr = arr[:, keep]
+            cell = {name: arr[i] for name, i in idx.items()}
+            kcell = kcell[keep]
+            Wk, Zl, Zu, D_low = Wk[:, keep], Zl[:, keep], Zu[:, keep], D_low[keep]
+            Xa, Xb, Xpa, Xpb = cell["Xa"], cell["Xb"], cell["Xpa"], cell["Xpb"]
+            Xa2, Xb2 = Xa2[:, keep], Xb2[:, keep]
         T_up = np.maximum(Zu * cell["Ya"], Zu * cell["Yb"])
         T_low = np.minimum(Zl * cell["Ya"], Zl * cell["Yb"])
-        scale2 = cell["Cb"] + np.sum(Wk * (np.abs(cell["Xpa"]) + cell["Xa"] ** 2), axis=0) + 1e-300
+        # T_m = Y_m Z_m is monotone where G = X³ + 3 X X' + X'' keeps its sign
+        # (dT/ds = Y G; X'' = −γX − (1+γ)X' decreases): then its endpoint values bound it
+        X2a = -gamma * Xa - (1 + gamma) * Xpa
+        X2b = -gamma * Xb - (1 + gamma) * Xpb
+        G_low = Xb2 * Xb + 3 * Xa * Xpa + X2b
+        G_up = Xa2 * Xa + 3 * Xb * Xpb + X2a
+        monoT = (G_low > 0) | (G_up < 0)
+        if monoT.any():
+            Ta = cell["Ya"] * (Xpa + Xa2)
+            Tb = cell["Yb"] * (Xpb + Xb2)
+            T_up = np.where(monoT, np.maximum(Ta, Tb), T_up)
+            T_low = np.where(monoT, np.minimum(Ta, Tb), T_low)
+        scale2 = cell["Cb"] + np.sum(Wk * (Xa2 - Xpa), axis=0) + 1e-300
         DD_low = cell["Ca"] - np.sum(Wk * T_up, axis=0)
         DD_up = cell["Cb"] - np.sum(Wk * T_low, axis=0)
-        convex = ~monotone & (DD_low > MARGIN * scale2)
-        concave = ~monotone & ~convex & (DD_up < -MARGIN * scale2)
+        convex = DD_low > MARGIN * scale2
+        concave = ~convex & (DD_up < -MARGIN * scale2)
         # convex cells with a sign change of D hold one interior minimum
         sc = convex & (cell["Da"] < 0) & (cell["Db"] > 0)
         if sc.any():
-            convex_cells.append({key: v[..., sc] for key, v in cell.items()})
+            convex_cells.append(arr[:, sc])
         sm_ = concave & (cell["Da"] > 0) & (cell["Db"] < 0)  # one local maximum inside
         if sm_.any():
-            concave_cells.append({key: v[..., sm_] for key, v in cell.items()})
-        undecided = ~(monotone | convex | concave)
+            concave_cells.append(arr[:, sm_])
+        undecided = ~(convex | concave)
         if levels > max_depth:
             u = undecided
             if u.any():
                 lb = cell["Fa"][u] + np.minimum(0.0, D_low[u]) * (cell["sb"][u] - cell["sa"][u])
-                np.minimum.at(lower, cell["k"][u], lb)
+                np.minimum.at(lower, kcell[u], lb)
             break
         if not undecided.any():
             break
-        c = {key: v[..., undecided] for key, v in cell.items()}
-        sm = 0.5 * (c["sa"] + c["sb"])
-        Xm, Ym, Xpm, Cm, Fm, Dm = d.at(c["k"], sm)
-        cand_k.append(c["k"])
+        c = arr[:, undecided]
+        kc = kcell[undecided]
+        sm = 0.5 * (c[idx["sa"]] + c[idx["sb"]])
+        Xm, Ym, Xpm, Cm, Fm, Dm = d.at(kc, sm)
+        cand_k.append(kc)
         cand_s.append(sm)
         cand_F.append(Fm)
-        left = dict(c, sb=sm, Xb=Xm, Yb=Ym, Xpb=Xpm, Cb=Cm, Fb=Fm, Db=Dm)
-        right = dict(c, sa=sm, Xa=Xm, Ya=Ym, Xpa=Xpm, Ca=Cm, Fa=Fm, Da=Dm)
-        cell = {key: np.concatenate([left[key], right[key]], axis=-1) for key in c}
-        n_cells += cell["k"].size
+        left = c.copy()
+        left[idx["sb"]], left[idx["Cb"]], left[idx["Fb"]], left[idx["Db"]] = sm, Cm, Fm, Dm
+        left[idx["Xb"]], left[idx["Yb"]], left[idx["Xpb"]] = Xm, Ym, Xpm
+        c[idx["sa"]], c[idx["Ca"]], c[idx["Fa"]], c[idx["Da"]] = sm, Cm, Fm, Dm
+        c[idx["Xa"]], c[idx["Ya"]], c[idx["Xpa"]] = Xm, Ym, Xpm
+        arr = np.concatenate([left, c], axis=1)
+        n_cells += arr.shape[1]
     # Newton in each convex cell with a sign change
     if convex_cells:
-        cc = {key: np.concatenate([c[key] for c in convex_cells], axis=-1)
-              for key in convex_cells[0]}
-        s_root, F_root = _newton(d, cc["k"], cc["sa"], cc["sb"], cc["Da"], cc["Db"])
-        cand_k.append(cc["k"])
+        cc = np.concatenate(convex_cells, axis=1)
+        kc = cc[idx["k"]].astype(np.intp)
+        s_root, F_root = _newton(d, kc, cc[idx["sa"]], cc[idx["sb"]], cc[idx["Da"]],
+                                 cc[idx["Db"]])
+        cand_k.append(kc)
         cand_s.append(s_root)
         cand_F.append(F_root)
-        st_k.append(cc["k"])
+        st_k.append(kc)
         st_s.append(s_root)
     if concave_cells:  # local maxima, reported only
-        cc = {key: np.concatenate([c[key] for c in concave_cells], axis=-1)
-              for key in concave_cells[0]}
-        s_root, _ = _newton(d, cc["k"], cc["sa"], cc["sb"], -cc["Da"], -cc["Db"], sign=-1.0)
-        st_k.append(cc["k"])
+        cc = np.concatenate(concave_cells, axis=1)
+        kc = cc[idx["k"]].astype(np.intp)
+        s_root, _ = _newton(d, kc, cc[idx["sa"]], cc[idx["sb"]], -cc[idx["Da"]],
+                            -cc[idx["Db"]], sign=-1.0)
+        st_k.append(kc)
         st_s.append(s_root)
     best_F = np.full(K, np.inf)
     best_s = np.full(K, s0)
@@ -184,6 +222,17 @@ def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 4, max_depth: i
     stationary = ((np.concatenate(st_k), np.exp(np.concatenate(st_s))) if st_k
                   else (np.zeros(0, int), np.zeros(0)))
     return p, obj, bound, stationary, levels, n_cells
+
+
+def _layout(M: int) -> tuple[dict, int]:
+    """Rows of the packed cell array (R, n): scalars, then the (M,) endpoint vectors."""
+    names = ["k", "sa", "sb", "Ca", "Fa", "Da", "Cb", "Fb", "Db"]
+    idx: dict = {name: i for i, name in enumerate(names)}
+    off = len(names)
+    for name in ("Xa", "Ya", "Xpa", "Xb", "Yb", "Xpb"):
+        idx[name] = slice(off, off + M)
+        off += M
+    return idx, off
 
 
 def _update_best(best_F, best_s, k, s, F):

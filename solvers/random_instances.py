@@ -101,22 +101,42 @@ def random_power_batch(k: int, regime: str = "noise-limited",
         return PowerBatch(W, A, _loguniform(rng, 1e-3, 1.0, k), _loguniform(rng, 0.05, 20.0, k),
                           3.5, 1e-3, 0.2)
     if regime == "defaults":
-        from ..instances import power_batch
-
-        n = max(1, int(round(k * 1.5)))
-        cfg, pop, x, bmin = _system_state(n, rng)
-        K, M = x.shape
-        b = np.where(x > 0.5, np.where(np.isfinite(bmin), bmin, 1.0) * _loguniform(rng, 1, 4, (K, M)), 0)
-        if b.sum() > 1:
-            b = np.where(x > 0.5, np.maximum(bmin * 1.0, b / b.sum()), 0)
-        Gamma = _loguniform(rng, 1e-3, 1e-1, (K, M))
-        batch = power_batch(x=x, b=np.where(x > 0.5, b, 1.0), omega=pop.omega, Gamma=Gamma,
-                            a=pop.a(cfg), kappa=pop.kappa(cfg), S=pop.S, rho=cfg.rho, B=cfg.B,
-                            theta=cfg.theta, alpha=cfg.alpha, p_min=cfg.P_min, p_max=cfg.P_max)
-        rows = np.flatnonzero(batch.W.sum(axis=1) > 0)[:k]
-        return PowerBatch(batch.W[rows], batch.A[rows], batch.kappa[rows], batch.C[rows],
-                          batch.alpha, batch.p_min, batch.p_max)
+        parts: list[PowerBatch] = []
+        got = 0
+        while got < k:  # one system state (at most ~40 scheduled pairs) at a time
+            part = _system_power(min(k - got, 25), rng)
+            parts.append(part)
+            got += part.k
+        Ws = [q.W for q in parts]
+        width = max(w.shape[1] for w in Ws)
+        pad = [np.pad(q.W, ((0, 0), (0, width - q.W.shape[1]))) for q in parts]
+        padA = [np.pad(q.A, ((0, 0), (0, width - q.A.shape[1]))) for q in parts]
+        first = parts[0]
+        return PowerBatch(np.vstack(pad)[:k], np.vstack(padA)[:k],
+                          np.concatenate([q.kappa for q in parts])[:k],
+                          np.concatenate([q.C for q in parts])[:k],
+                          first.alpha, first.p_min, first.p_max)
     raise ValueError(f"unknown regime {regime!r}; known: {', '.join(REGIMES)}")
+
+
+def _system_power(k: int, rng: np.random.Generator) -> PowerBatch:
+    """Up to k UEs' power problems from one system state at the defaults."""
+    from ..instances import power_batch
+
+    n = max(1, int(round(k * 1.5)))
+    cfg, pop, x, bmin = _system_state(n, rng)
+    K, M = x.shape
+    fin = np.where(np.isfinite(bmin), bmin, 1.0)
+    b = np.where(x > 0.5, fin * _loguniform(rng, 1, 4, (K, M)), 0.0)
+    if b.sum() > 1:
+        b = np.where(x > 0.5, np.maximum(fin, b / b.sum()), 0.0)
+    Gamma = _loguniform(rng, 1e-3, 1e-1, (K, M))
+    batch = power_batch(x=x, b=np.where(x > 0.5, b, 1.0), omega=pop.omega, Gamma=Gamma,
+                        a=pop.a(cfg), kappa=pop.kappa(cfg), S=pop.S, rho=cfg.rho, B=cfg.B,
+                        theta=cfg.theta, alpha=cfg.alpha, p_min=cfg.P_min, p_max=cfg.P_max)
+    rows = np.flatnonzero(batch.W.sum(axis=1) > 0)[:k]
+    return PowerBatch(batch.W[rows], batch.A[rows], batch.kappa[rows], batch.C[rows],
+                      batch.alpha, batch.p_min, batch.p_max)
 
 
 def random_power(regime: str = "noise-limited", seed: int | np.random.Generator = 0
