@@ -142,6 +142,12 @@ def run_scheme(scheme: str | Scheme, run, out: str | Path | None = None, *,
                                   progress=progress)
     else:
         sim = Simulation(cfg, out, progress=progress)
+    if cfg.power_method == "max":
+        # the allocator's grid start and basin escapes set p on a grid whatever power_method
+        # says; the max-power baseline keeps p = P_max
+        for key in ("escapes", "grid_start"):
+            if hasattr(sim.allocator, key):
+                setattr(sim.allocator, key, type(getattr(sim.allocator, key))(0))
     summary = dict(sim.run())
     summary["scheme"] = sch.name
     summary["slots_per_round"] = slots

@@ -132,8 +132,20 @@ def out_dir(out: str | Path, fig: str) -> Path:
     return d
 
 
+def _git_revision() -> str | None:
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rev or None
+
+
 def write_config(cfg: dict, d: Path, extra: dict | None = None) -> None:
+    """config.yaml: the experiment config, what was resolved at run time and the git commit."""
     data = dict(cfg)
-    if extra:
-        data["resolved"] = extra
+    data["resolved"] = {**(extra or {}), "git_commit": _git_revision()}
     (d / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))

@@ -29,7 +29,9 @@ DEFAULTS["fig5"] = {
     "seeds": 5,
     "snr_db": [-20.0, -10.0, 0.0, 10.0, 20.0, 30.0],
     "rho": [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0],
-    "quick": {"run": {"K": 20}, "seeds": 2, "snr_db": [0.0, 20.0], "rho": [0.001, 0.1]},
+    "snr_rho": [1e-4, 1e-3, 1e-2],
+    "quick": {"run": {"K": 20}, "seeds": 2, "snr_db": [0.0, 20.0], "rho": [0.001, 0.1],
+              "snr_rho": [1e-3]},
 }
 
 # rho = 1e-4 for the training figures: at the default 0.01 the energy term outweighs the risk

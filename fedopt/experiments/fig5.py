@@ -8,7 +8,7 @@ Set-up (ours): round 0 of the configured run (K = 100 at the paper's scale) with
 pair's Γ measured by the backend; x schedules ⌈βK⌉ UEs (:func:`~.rounds.floor_schedule`);
 for each point the allocator's block coordinate descent (Algorithm 2, step 2) runs twice on
 the same x, with ``power_method`` = ``auto`` (the certified global solver of (21)) and
-``max``. The SNR is the cell-edge SNR of the whole band at P_max,
+``max`` (with the BCD's grid start and basin escapes off, which would otherwise move p off P_max). The SNR is the cell-edge SNR of the whole band at P_max,
 SNR = P_max g(R) / (B N₀), so it is swept through N₀. Reported: Σ E^com over the scheduled
 pairs (4), the risk term Φ, the mean success probability q (15) and the round objective.
 """
@@ -44,7 +44,19 @@ def n0_for_snr(cfg, snr_db: float) -> float:
 
 def _evaluate(alloc, sys_, x, power):
     alloc.power_method = POWER[power]
-    p, b, obj, it, _ = alloc.bcd(sys_, x)
+    # the BCD's grid start and basin escapes set p on a grid whatever power_method says;
+    # max power must stay at P_max, so they are off for it
+    saved = {k: getattr(alloc, k) for k in ("escapes", "grid_start") if hasattr(alloc, k)}
+    if power == "max":
+        for k in saved:
+            setattr(alloc, k, type(saved[k])(0))
+    try:
+        p, b, obj, it, _ = alloc.bcd(sys_, x)
+    finally:
+        for k, v in saved.items():
+            setattr(alloc, k, v)
+    if power == "max" and not np.allclose(p[x.any(axis=1)], sys_.P_max):
+        raise RuntimeError("max-power BCD moved p off P_max")
     bx = np.where(x, b, 1.0)
     e_com = float(np.sum(np.where(x, sys_.E_com(p, bx), 0.0)))
     q = sys_.q(p, bx)[x]
@@ -64,6 +76,7 @@ def run_fig5(cfg: dict, out, *, backend: str = "synthetic", seeds: int | None = 
     seeds_ = seed_list(cfg, seeds)
     snrs = [float(s) for s in cfg["snr_db"]]
     rhos = [float(r) for r in cfg["rho"]]
+    snr_rhos = [float(r) for r in cfg["snr_rho"]]
     rows = []
     t0 = time.perf_counter()
     bar = None
@@ -81,10 +94,11 @@ def run_fig5(cfg: dict, out, *, backend: str = "synthetic", seeds: int | None = 
         alloc = sim.allocator
         for snr in snrs:
             a = noise_coefficient(run.system.replace(N0=n0_for_snr(run.system, snr)), sim.pop.d)
-            s2 = dataclasses.replace(sys_, a=a)
-            for power in POWER:
-                rows.append({"seed": seed, "sweep": "snr", "snr_db": snr, "rho": sys_.rho,
-                             "power": power, **_evaluate(alloc, s2, x, power)})
+            for rho in snr_rhos:
+                s2 = dataclasses.replace(sys_, a=a, rho=rho)
+                for power in POWER:
+                    rows.append({"seed": seed, "sweep": "snr", "snr_db": snr, "rho": rho,
+                                 "power": power, **_evaluate(alloc, s2, x, power)})
             if bar is not None:
                 bar.update(1)
         for rho in rhos:
@@ -120,15 +134,22 @@ def _saving(rows, key, value, sweep):
 
 
 def _summarise(rows, snrs, rhos, seeds):
+    def stat_in(sub, key, value, power, field):
+        return mean_std([r[field] for r in sub if r[key] == value and r["power"] == power])
+
     def stat(sweep, key, value, power, field):
         return mean_std([r[field] for r in rows if r["sweep"] == sweep and r[key] == value
                          and r["power"] == power])
 
-    snr = {f"{v:g}": {"saving": _saving(rows, "snr_db", v, "snr"),
-                      "E_adaptive": stat("snr", "snr_db", v, "adaptive", "energy_communication"),
-                      "E_max": stat("snr", "snr_db", v, "max", "energy_communication"),
-                      "q_adaptive": stat("snr", "snr_db", v, "adaptive", "mean_q"),
-                      "q_max": stat("snr", "snr_db", v, "max", "mean_q")} for v in snrs}
+    snr = {}
+    for rho in sorted({r["rho"] for r in rows if r["sweep"] == "snr"}):
+        sub = [r for r in rows if r["sweep"] == "snr" and r["rho"] == rho]
+        snr[f"{rho:g}"] = {f"{v:g}": {
+            "saving": _saving(sub, "snr_db", v, "snr"),
+            "E_adaptive": stat_in(sub, "snr_db", v, "adaptive", "energy_communication"),
+            "E_max": stat_in(sub, "snr_db", v, "max", "energy_communication"),
+            "q_adaptive": stat_in(sub, "snr_db", v, "adaptive", "mean_q"),
+            "q_max": stat_in(sub, "snr_db", v, "max", "mean_q")} for v in snrs}
     rho = {f"{v:g}": {"saving": _saving(rows, "rho", v, "rho"),
                       "E_adaptive": stat("rho", "rho", v, "adaptive", "energy_communication"),
                       "E_max": stat("rho", "rho", v, "max", "energy_communication"),
@@ -143,12 +164,19 @@ def _plot(rows, snrs, rhos, seeds, d):
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    snr_rhos = sorted({r["rho"] for r in rows if r["sweep"] == "snr"})
+    for i, rho in enumerate(snr_rhos):
+        for power, style in (("adaptive", dict(marker="o")), ("max", dict(marker="s", ls="--"))):
+            label = (f"adaptive (21), ρ={rho:g}" if power == "adaptive"
+                     else f"P_max, ρ={rho:g}")
+            Y = np.array([[next(r["energy_communication"] for r in rows if r["seed"] == s
+                                and r["sweep"] == "snr" and r["snr_db"] == v
+                                and r["power"] == power and r["rho"] == rho)
+                           for v in snrs] for s in seeds])
+            band(ax1, snrs, Y, label, color=colors[i % len(colors)], **style)
     for power, style in (("adaptive", dict(marker="o")), ("max", dict(marker="s", ls="--"))):
         label = "adaptive power (21)" if power == "adaptive" else "max power p = P_max"
-        Y = np.array([[next(r["energy_communication"] for r in rows if r["seed"] == s
-                            and r["sweep"] == "snr" and r["snr_db"] == v and r["power"] == power)
-                       for v in snrs] for s in seeds])
-        band(ax1, snrs, Y, label, **style)
         Y = np.array([[next(r["energy_communication"] for r in rows if r["seed"] == s
                             and r["sweep"] == "rho" and r["rho"] == v and r["power"] == power)
                        for v in rhos] for s in seeds])
@@ -172,11 +200,12 @@ def _plot(rows, snrs, rhos, seeds, d):
 
 
 def _markdown(s) -> str:
-    rows = [[v, x["E_adaptive"][0], x["E_max"][0], 100 * x["saving"][0], 100 * x["saving"][1],
-             x["q_adaptive"][0], x["q_max"][0]] for v, x in s["snr"].items()]
+    rows = [[rho, v, x["E_adaptive"][0], x["E_max"][0], 100 * x["saving"][0],
+             100 * x["saving"][1], x["q_adaptive"][0], x["q_max"][0]]
+            for rho, per in s["snr"].items() for v, x in per.items()]
     out = ["# Fig. 5 — communication energy, adaptive vs max power\n",
            f"Seeds {s['seeds']}; default cell-edge SNR {s.get('default_edge_snr_db', math.nan):.1f} dB.\n",
-           markdown_table(["SNR [dB]", "E adaptive [J]", "E max [J]", "saving %", "± std",
+           markdown_table(["ρ", "SNR [dB]", "E adaptive [J]", "E max [J]", "saving %", "± std",
                            "q adaptive", "q max"], rows)]
     rows = [[v, x["E_adaptive"][0], x["E_max"][0], 100 * x["saving"][0], 100 * x["saving"][1],
              x["q_adaptive"][0]] for v, x in s["rho"].items()]
