@@ -39,8 +39,9 @@ def d2f(w, a, c, b):
 
 
 def convex_mask(w, a, c) -> np.ndarray:
-    """True where f_n is convex on all of b > 0: 27 w / (2 e³ a c) <= 1 (MODEL.md)."""
-    return 27.0 * w <= 2.0 * math.e**3 * a * c
+    """True where f_n is convex on all of b > 0: 27 w / (2 e³ a c) <= 1 (MODEL.md), or
+    a w = 0 (then f_n = −w + c/b or c/b)."""
+    return (27.0 * w <= 2.0 * math.e**3 * a * c) | (a == 0) | (w == 0)
 
 
 def inflections(w, a, c, lo, hi) -> tuple[np.ndarray, np.ndarray]:
