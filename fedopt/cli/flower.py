@@ -28,6 +28,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="override one key (repeatable)")
     s.add_argument("--out", metavar="DIR", help="write config.yaml, metrics.csv, summary.json here")
     s.add_argument("--cpus", type=int, default=2, help="CPUs Ray may use (default 2)")
+    s.add_argument("--evaluate", choices=("nodes", "server", "off"), default="nodes",
+                   help="ensemble evaluation (3): on every node (federated, default), on the "
+                        "server's backend (one pass, as fedopt simulate does) or off")
     s.add_argument("--compare", action="store_true",
                    help="also run fedopt simulate on the same config and compare")
     s.add_argument("--verbose", action="store_true", help="Flower's debug log")
@@ -53,7 +56,8 @@ def run(args) -> int:
         raise ConfigError(f"--config: file '{args.config}' does not exist")
     cfg = RunConfig.load(args.config, args.overrides)
     backend_config = {"init_args": {"num_cpus": args.cpus}, "client_resources": {"num_cpus": 1}}
-    out = run_flower_simulation(cfg, backend_config=backend_config, verbose=args.verbose)
+    out = run_flower_simulation(cfg, backend_config=backend_config, verbose=args.verbose,
+                                evaluate=args.evaluate)
     rows = flower_rows(out)
     T = len(rows)
     energy = sum(r["energy"] for r in rows)

@@ -189,20 +189,55 @@ def client_app_from_context(root: str | Path | None = None) -> ClientApp:
     return make_client_app(client_fn_for(None, root))
 
 
+EVALUATE = ("nodes", "server", "off")
+
+
+def server_evaluate(setup: RunSetup, strategy: FedOptStrategy):
+    """``evaluate_fn`` for ``Strategy.start``: the runtime's evaluation, eq. (3), on the
+    server's own copy of the backend (one pass over every UE's test split instead of one per
+    node); also recorded in ``strategy.evaluations``."""
+    from flwr.app import MetricRecord
+
+    from .records import unpack_modules
+
+    M = setup.pop.M
+
+    def evaluate_fn(server_round: int, arrays) -> MetricRecord | None:
+        if server_round == 0:
+            return None
+        ev = setup.backend.evaluate(unpack_modules(arrays, M), strategy.ensembles)
+        out = {"loss": float(ev.loss), "accuracy": float(ev.accuracy),
+               "global_accuracy": float(ev.global_accuracy), "nodes": int(setup.pop.K)}
+        strategy.evaluations[server_round] = out
+        return MetricRecord(out)
+
+    return evaluate_fn
+
+
 def server_app(run: RunConfig | None = None, *, sink: dict | None = None,
-               timeout: float = 3600.0, **strategy_kwargs: Any) -> ServerApp:
+               timeout: float = 3600.0, evaluate: str = "nodes", root: str | Path | None = None,
+               **strategy_kwargs: Any) -> ServerApp:
     """A ServerApp running ``run`` (or the context's config) with :class:`FedOptStrategy`.
-    ``sink`` (a dict) receives the strategy, Flower's Result and the wall time."""
+
+    ``evaluate``: ``"nodes"`` (each node scores its ensemble (3), federated), ``"server"``
+    (the server's backend scores all ensembles, as the runtime does) or ``"off"``. ``sink`` (a
+    dict) receives the strategy, Flower's Result and the wall time."""
+    if evaluate not in EVALUATE:
+        raise ConfigError(f"evaluate: one of {', '.join(EVALUATE)}, got {evaluate!r}")
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        cfg = run if run is not None else run_config_from_context(context)
+        cfg = run if run is not None else run_config_from_context(context, root)
         t0 = time.perf_counter()
         setup = build_run(cfg)
-        strategy = make_strategy(setup, **strategy_kwargs)
+        kwargs = dict(strategy_kwargs)
+        if evaluate != "nodes":
+            kwargs["fraction_evaluate"] = 0.0
+        strategy = make_strategy(setup, **kwargs)
         result = strategy.start(grid, pack_modules(setup.params), num_rounds=cfg.rounds,
-                                timeout=timeout)
+                                timeout=timeout,
+                                evaluate_fn=server_evaluate(setup, strategy) if evaluate == "server" else None)
         if sink is not None:
             now = time.perf_counter()
             sink.update(strategy=strategy, result=result, setup=setup, seconds=now - t0,
@@ -213,7 +248,7 @@ def server_app(run: RunConfig | None = None, *, sink: dict | None = None,
 
 def run_flower_simulation(run: RunConfig, *, num_supernodes: int | None = None,
                           backend_config: dict | None = None, verbose: bool = False,
-                          **strategy_kwargs: Any) -> dict[str, Any]:
+                          evaluate: str = "nodes", **strategy_kwargs: Any) -> dict[str, Any]:
     """Run ``run`` in Flower's Ray simulation engine (one virtual SuperNode per UE).
 
     Returns ``{"strategy", "result", "setup", "seconds" (ServerApp main), "finished" (its
@@ -230,7 +265,7 @@ def run_flower_simulation(run: RunConfig, *, num_supernodes: int | None = None,
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        run_simulation(server_app=server_app(run, sink=sink, **strategy_kwargs),
+        run_simulation(server_app=server_app(run, sink=sink, evaluate=evaluate, **strategy_kwargs),
                        client_app=client_app(run), num_supernodes=K,
                        backend_config=backend_config or BACKEND_CONFIG, verbose_logging=verbose)
     sink["wall"] = time.perf_counter() - t0

@@ -168,15 +168,21 @@ def test_a_failing_node_never_stops_the_run(example_run, make_grid):
     assert set(result.train_metrics_clientapp) == {1, 2, 3}
 
 
-def test_in_process_loop_equals_fedopt_simulate(example_run, make_grid):
+@pytest.mark.parametrize("evaluate", ["nodes", "server"])
+def test_in_process_loop_equals_fedopt_simulate(example_run, make_grid, evaluate):
     """The whole strategy loop, driven by start() over an in-process Grid, ends where the
-    runtime ends on the same seed: same schedule, same uplink draws, same θ."""
+    runtime ends on the same seed: same schedule, same uplink draws, same θ, and the same
+    ensemble loss (3) whether the nodes or the server evaluate."""
     from fedopt.fl.runtime import Simulation
+    from fedopt.flower.sim import server_evaluate
 
     setup = build_run(example_run)
-    st = make_strategy(setup)
+    st = make_strategy(setup, fraction_evaluate=1.0 if evaluate == "nodes" else 0.0)
     grid = make_grid(client_app(example_run), example_run.system.K, seed=11)
-    result = st.start(grid, pack_modules(setup.params), num_rounds=example_run.rounds)
+    result = st.start(grid, pack_modules(setup.params), num_rounds=example_run.rounds,
+                      evaluate_fn=server_evaluate(setup, st) if evaluate == "server" else None)
+    if evaluate == "server":
+        assert not result.evaluate_metrics_clientapp and len(result.evaluate_metrics_serverapp) == 3
     sim = Simulation(example_run, None, progress=False)
     sim.run()
     assert compare_params(unpack_modules(result.arrays, setup.pop.M), sim.params) < 1e-12
