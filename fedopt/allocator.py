@@ -525,24 +525,28 @@ class RoundAllocator:
         x, _ = self.repair(x, sys_.b_min, u_est)
         memo: dict[bytes, tuple] = {}
 
-        def evaluate(xx):
+        def evaluate(xx, p_start):
+            # screening: BCD warm-started from the incumbent's powers (no grid, no escapes)
             key = np.packbits(xx).tobytes()
             if key not in memo:
-                memo[key] = self.bcd(sys_, xx)
+                memo[key] = self._bcd_once(sys_, xx, p_start, start_with_bandwidth=True)
             return memo[key]
 
-        best = evaluate(x)
+        best = self.bcd(sys_, x)
         evals = 1
         improved = True
         while improved and evals < self.joint_max_evals:
             improved = False
-            cand = []
-            on = list(zip(*np.nonzero(x)))
-            off = [(k, m) for k, m in zip(*np.nonzero(feasible & ~x))]
-            if x.sum() > n_floor:
-                cand += [((k, m), None) for k, m in on]
-            cand += [(None, (k, m)) for k, m in off]
-            cand += [((k, m), (k2, m2)) for k, m in on for k2, m2 in off]
+            # order moves by the pairs' costs at the incumbent (nominal rule for the others)
+            mean_b = float(np.mean(best[1][x])) if x.any() else 1.0 / n_floor
+            p_nom, b_nom = nominal_allocation(x, best[0], best[1], sys_.b_min, cfg.P_max, mean_b)
+            u = np.where(feasible, sys_.costs(p_nom, b_nom)[0], np.inf)
+            on = sorted(zip(*np.nonzero(x)), key=lambda n: -u[n])  # costliest first
+            off = sorted(zip(*np.nonzero(feasible & ~x)), key=lambda n: u[n])  # cheapest first
+            cand = [((k, m), None) for k, m in on] if x.sum() > n_floor else []
+            cand += [(None, n) for n in off]
+            swaps = [(d, a) for d in on for a in off]
+            cand += sorted(swaps, key=lambda da: u[da[1]] - u[da[0]])
             for drop, add in cand:
                 y = x.copy()
                 if drop is not None:
@@ -553,10 +557,11 @@ class RoundAllocator:
                     y[add] = True
                 if y.sum() < n_floor or bmin[y].sum() > 1.0 - 1e-9:
                     continue
-                res = evaluate(y)
+                res = evaluate(y, best[0])
                 evals += 1
                 if res[2] < best[2] - 1e-12 * abs(best[2]):
-                    x, best, improved = y, res, True
+                    full = self.bcd(sys_, y, p0=res[0])  # polish the new incumbent
+                    x, best, improved = y, min(res, full, key=lambda r: r[2]), True
                     break
                 if evals >= self.joint_max_evals:
                     break
