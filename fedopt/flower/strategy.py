@@ -214,7 +214,7 @@ class FedOptStrategy(Strategy):
                       "sent": time.perf_counter(),
                       "seconds": {"seconds_discover": t_discover, "seconds_probe": t_probe,
                                   "seconds_allocate": time.perf_counter() - clock}}
-        return self.build_messages(server_round, x, alloc, params)
+        return self.build_messages(server_round, x, alloc, params, config)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -242,7 +242,8 @@ class FedOptStrategy(Strategy):
         for k in ues:
             modules = np.flatnonzero(self.ensembles[k]).tolist()
             content = RecordDict({module_key(m): params_to_record(params[m]) for m in modules})
-            content[CONFIG_KEY] = ConfigRecord({"server-round": int(server_round), "modules": modules})
+            content[CONFIG_KEY] = ConfigRecord({**dict(config or {}), "server-round": int(server_round),
+                                                "modules": modules})
             out.append(Message(content, dst_node_id=self.nodes.node_of_ue[k],
                                message_type=MessageType.EVALUATE))
         return out
@@ -352,9 +353,10 @@ class FedOptStrategy(Strategy):
         return loss, gsq
 
     def build_messages(self, server_round: int, x: np.ndarray, alloc: Allocation,
-                       params: list[Params]) -> list[Message]:
+                       params: list[Params], config: ConfigRecord | None = None) -> list[Message]:
         """One Message per scheduled UE with a fresh ConfigRecord: modules, p_k, b_{k,m},
-        q_{k,m}, E_{k,m}, I and η, plus one ArrayRecord per module."""
+        q_{k,m}, E_{k,m}, I and η (on top of a copy of the user's train ``config``), plus one
+        ArrayRecord per module."""
         records = [params_to_record(p) for p in params]  # shared read-only payloads
         energy = np.asarray(alloc.energy)
         out = []
@@ -364,9 +366,9 @@ class FedOptStrategy(Strategy):
             if node is None:
                 continue  # cannot happen: unavailable UEs are never scheduled
             content = RecordDict({module_key(m): records[m] for m in modules})
-            content[CONFIG_KEY] = train_config(server_round, modules, alloc.p[k], alloc.b[k, modules],
-                                               alloc.q[k, modules], self.local_steps, self.lr,
-                                               energy[k, modules])
+            rec = train_config(server_round, modules, alloc.p[k], alloc.b[k, modules],
+                               alloc.q[k, modules], self.local_steps, self.lr, energy[k, modules])
+            content[CONFIG_KEY] = ConfigRecord({**dict(config or {}), **dict(rec)})
             out.append(Message(content, dst_node_id=node, message_type=MessageType.TRAIN))
         return out
 

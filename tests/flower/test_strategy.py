@@ -34,7 +34,8 @@ def _round_one(run, make_grid, **kwargs):
     setup = build_run(run)
     st = make_strategy(setup, **kwargs)
     grid = make_grid(client_app(run), run.system.K, seed=7)
-    msgs = list(st.configure_train(1, pack_modules(setup.params), ConfigRecord(), grid))
+    user = ConfigRecord({"note": "from the user", "power": -5.0})  # fedopt's keys win
+    msgs = list(st.configure_train(1, pack_modules(setup.params), user, grid))
     return setup, st, grid, msgs
 
 
@@ -71,6 +72,7 @@ def test_per_node_configs_are_distinct_and_match_the_allocation(example_run, mak
         assert cfg["bandwidth"] == pytest.approx(ref.b[k, mods].tolist(), rel=1e-12)
         assert cfg["success-prob"] == pytest.approx(ref.q[k, mods].tolist(), rel=1e-12)
         assert cfg["local-steps"] == example_run.system.local_steps
+        assert cfg["note"] == "from the user"
         sent = {m for m in range(setup.pop.M) if module_key(m) in msg.content}
         assert sent == set(mods.tolist())  # one ArrayRecord per module it trains, no other
         for m in mods:
