@@ -220,3 +220,29 @@ def test_nodes_joining_and_leaving_change_availability(example_run, make_grid):
     queries = [m for m in grid.sent if m.metadata.message_type == MessageType.QUERY
                and m.content[CONFIG_KEY].get("fedopt-action") == "properties"]
     assert len(queries) == 10  # every node asked once, the late one when it joined
+
+
+def test_example_flower_app_runs_in_process(make_grid, capsys):
+    """experiments/flower's ServerApp and ClientApp (what `flwr run` loads), one round over an
+    in-process Grid, configured through Flower's run config as `flwr run -c` would."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    from flwr.app import Context, RecordDict
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments" / "flower"))
+    try:
+        server = importlib.import_module("fedopt_flower_app.server_app").app
+        client = importlib.import_module("fedopt_flower_app.client_app").app
+    finally:
+        sys.path.pop(0)
+    run_config = {"config": "fedopt.yaml", "set": "rounds=1; seed=4"}
+    grid = make_grid(client, 10, seed=2)
+    for ctx in grid.contexts.values():
+        ctx.run_config = dict(run_config)
+    server(grid, Context(run_id=1, node_id=1, node_config={}, state=RecordDict(),
+                         run_config=dict(run_config)))
+    out = capsys.readouterr().out
+    assert "round 0: energy" in out and "round 1:" not in out
+    assert sum(m.metadata.message_type == "train" for m in grid.sent) >= 3
