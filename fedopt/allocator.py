@@ -188,6 +188,13 @@ class RoundAllocator:
             raise InstanceError(f"on_infeasible: 'raise' or 'flag', got {on_infeasible!r}")
         if config.beta > config.M_max:
             raise InstanceError(f"beta: {config.beta:g} exceeds M_max = {config.M_max}")
+        from fedopt.solvers import BANDWIDTH_METHODS, POWER_METHODS
+
+        if power_method is not None and power_method not in POWER_METHODS:
+            raise ValueError(f"unknown power method {power_method!r}; known: {', '.join(POWER_METHODS)}")
+        if bandwidth_method is not None and bandwidth_method not in BANDWIDTH_METHODS:
+            raise ValueError(f"unknown bandwidth method {bandwidth_method!r}; known: "
+                             f"{', '.join(BANDWIDTH_METHODS)}")
         self.power_method = power_method
         self.bandwidth_method = bandwidth_method
         self.tol = float(tol)
@@ -197,6 +204,8 @@ class RoundAllocator:
         self.escapes = int(escapes)
         self.warm_start = bool(warm_start)
         self.grid_start = bool(grid_start)
+        if power_method == "max":  # the max-power baseline: p = P_max, never moved by BCD extras
+            self.grid_start, self.escapes = False, 0
         self.joint = isinstance(policy, str) and policy == "joint"
         if self.joint:
             self.policy = None
@@ -448,7 +457,7 @@ class RoundAllocator:
             bw_new = solve_bandwidth(inst, **bkw)
             b_new = bandwidth_to_matrix(inst, np.asarray(bw_new.x, float))
             new = sys_.objective(x, p_new, b_new)
-            if new <= obj:  # keep the best point (a local method may not improve)
+            if new <= obj or self.power_method == "max":  # keep the best point
                 p, b, bw = p_new, b_new, bw_new
             done = abs(obj - new) <= self.tol * max(abs(new), 1e-300)
             obj = min(obj, new)

@@ -180,8 +180,12 @@ def _plot(rows, Ts, path: Path) -> None:
     axes[1].set_ylabel(r"max$_k$ ($\beta$ − mean$_t$ 1ᵀx)$_+$")
     axes[1].axhline(0.02, color="grey", lw=0.8, ls=":")
     axes[2].set_ylabel(r"max$_k$ (mean$_t$ E$_k$ − Ē)$_+$ [J]")
+    axes[0].set_yscale("symlog", linthresh=1e-3)  # one_shot's regret dwarfs the others
     for ax in axes:
         ax.set_xscale("log")
+        ax.set_xticks(Ts)
+        ax.set_xticklabels([str(T) for T in Ts])
+        ax.minorticks_off()
         ax.set_xlabel("horizon T (rounds)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
