@@ -174,7 +174,7 @@ class RoundAllocator:
                  bandwidth_method: str | None = None, *, module_bits=None, phi=None,
                  tol: float = 1e-6, max_iter: int = 30, policy_params: dict | None = None,
                  on_infeasible: str = "raise", seed: int = 0, joint_max_evals: int = 3000,
-                 escapes: int = 3, warm_start: bool = True, grid_start: bool = True):
+                 escapes: int = 10, warm_start: bool = True, grid_start: bool = True):
         from .online import SwitchingPolicy, make_policy
 
         self.config = config
@@ -466,7 +466,7 @@ class RoundAllocator:
         return p, b, sys_.objective(x, p, b), it, bw
 
     def _escape(self, sys_: RoundSystem, x: np.ndarray, p: np.ndarray, b: np.ndarray,
-                n_grid: int = 33, every: bool = False) -> np.ndarray | None:
+                n_grid: int | None = None, every: bool = False) -> np.ndarray | None:
         """Per-UE joint (p_k, b_k) moves that BCD cannot see. With the bandwidth price
         ν = −f_n'(b_n) of (17) at the current point (0 if the band is slack), UE k's share of
         the Lagrangian, Σ_m [ω Γ (1 − q(p, b_m)) + ρ p S_m/(b_m R) + ν b_m], is minimised on a
@@ -486,16 +486,26 @@ class RoundAllocator:
             nu = float(np.median(c[free] / bn[free] ** 2 - W[free] * e[free] * a[free] * np.exp(-a[free] * bn[free])))
             nu = max(nu, 0.0)
 
-        def lagr(pk, bb):  # pk (..., G) broadcast with pairs; returns per-pair values
-            q = np.exp(-sys_.a[ks][:, None, None] * bb / pk
-                       - sys_.kappa[ks][:, None, None] * pk ** (-2.0 / sys_.alpha))
-            return W[:, None, None] * (1 - q) + sys_.rho * pk * sys_.S[ms][:, None, None] / (bb * R) + nu * bb
+        A, Kap, Sm = sys_.a[ks], sys_.kappa[ks], sys_.S[ms] * (sys_.rho / R)
+        g = 2.0 / sys_.alpha
 
-        cur = lagr(p[ks][:, None, None], bn[:, None, None])[:, 0, 0]
-        pg = np.geomspace(sys_.P_min, sys_.P_max, n_grid)[None, :, None]
+        def lagr(sl, pk, bb):  # pairs sl at powers pk (n, G) and bandwidths bb (n, G or 1, H)
+            q = (np.exp(-Kap[sl, None] * pk ** (-g))[:, :, None]
+                 * np.exp(-(A[sl, None] / pk)[:, :, None] * bb))
+            return W[sl, None, None] * (1 - q) + (Sm[sl, None] * pk)[:, :, None] / bb + nu * bb
+
+        allp = slice(None)
+        cur = lagr(allp, p[ks][:, None], bn[:, None, None])[:, 0, 0]
+        if n_grid is None:  # the grid costs N·G² exponentials: coarser for big rounds
+            n_grid = 33 if ks.size <= 1000 else 17
+        pg = np.geomspace(sys_.P_min, sys_.P_max, n_grid)
         lo = np.log(sys_.b_min[ks, ms])[:, None, None]
         bg = np.exp(lo + (0.0 - lo) * np.linspace(0, 1, n_grid)[None, None, :])
-        per = lagr(pg, bg).min(axis=2)  # (N, G): best b per pair and p
+        per = np.empty((ks.size, n_grid))  # best b per pair and p
+        for i in range(0, ks.size, 512):  # chunks keep the (n, G, G) temporaries small
+            sl = slice(i, i + 512)
+            n = min(512, ks.size - i)
+            per[sl] = lagr(sl, np.broadcast_to(pg, (n, n_grid)), bg[sl]).min(axis=2)
         tot = np.zeros((K, n_grid))
         np.add.at(tot, ks, per)
         now = np.zeros(K)
@@ -509,7 +519,7 @@ class RoundAllocator:
         if not move.any():
             return None
         out = p.copy()
-        out[move] = pg[0, j[move], 0]
+        out[move] = pg[j[move]]
         return out
 
     def _joint(self, sys_: RoundSystem, feasible: np.ndarray, n_floor: int, u_est: np.ndarray):
