@@ -275,14 +275,17 @@ def run_flower_simulation(run: RunConfig, *, num_supernodes: int | None = None,
 
 
 def run_runtime(run: RunConfig) -> dict[str, Any]:
-    """The same run by ``fedopt simulate``'s runtime (no output folder): its Simulation and
-    wall time."""
+    """The same run by ``fedopt simulate``'s runtime (no output folder): its Simulation, the
+    set-up time (population, backend) and the rounds' time."""
     from ..fl.runtime import Simulation
 
     t0 = time.perf_counter()
     sim = Simulation(run, None, progress=False)
+    t1 = time.perf_counter()
     sim.run()
-    return {"simulation": sim, "seconds": time.perf_counter() - t0}
+    t2 = time.perf_counter()
+    return {"simulation": sim, "setup_seconds": t1 - t0, "rounds_seconds": t2 - t1,
+            "seconds": t2 - t0}
 
 
 def compare_params(a: list, b: list) -> float:

@@ -173,6 +173,22 @@ class FedOptStrategy(Strategy):
         self.evaluations: dict[int, dict[str, float]] = {}
         self._plan: dict[str, Any] | None = None
 
+    @classmethod
+    def from_settings(cls, system, policy="primal_dual", power_method: str | None = None,
+                      bandwidth_method: str | None = None, *, allocator_kwargs: dict | None = None,
+                      **kwargs: Any) -> FedOptStrategy:
+        """Build the allocator too: ``system`` is a :class:`~fedopt.config.SystemConfig` (ρ, β,
+        M_max, ... live there), then the policy and the (21) / (16) methods; ``kwargs`` are
+        this class's settings."""
+        from ..allocator import RoundAllocator
+
+        try:
+            allocator = RoundAllocator(system, policy, power_method, bandwidth_method,
+                                       **(allocator_kwargs or {}))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        return cls(allocator, **kwargs)
+
     # --- Strategy API ------------------------------------------------------------------------
 
     def summary(self) -> None:

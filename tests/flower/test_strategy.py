@@ -246,3 +246,14 @@ def test_example_flower_app_runs_in_process(make_grid, capsys):
     out = capsys.readouterr().out
     assert "round 0: energy" in out and "round 1:" not in out
     assert sum(m.metadata.message_type == "train" for m in grid.sent) >= 3
+
+
+def test_from_settings_builds_the_allocator(example_run):
+    from fedopt.errors import ConfigError
+    from fedopt.flower import FedOptStrategy
+
+    st = FedOptStrategy.from_settings(example_run.system, "greedy", normalize="subscribed")
+    assert st.allocator.config is example_run.system and st.normalize == "subscribed"
+    assert st.K == 10 and st.M == 3 and st.local_steps == example_run.system.local_steps
+    with pytest.raises(ConfigError, match="policy|greedyy"):
+        FedOptStrategy.from_settings(example_run.system, "greedyy")
