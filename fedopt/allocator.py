@@ -68,7 +68,8 @@ class RoundState:
 class Allocation:
     """One round's decision and what it costs (Algorithm 2, step 2).
 
-    x (K, M) in {0, 1}; p (K,) [W]; b (K, M) bandwidth fractions (0 where x = 0);
+    x (K, M) in {0, 1}; p (K,) [W] (0 for a UE with no scheduled pair); b (K, M) bandwidth
+    fractions (0 where x = 0);
     q (K, M) success probabilities (15); energy_computation / energy_communication (K, M) [J],
     the two terms of (4), 0 where x = 0; costs u (K, M) of (8); objective = Phi + rho Σ E of the
     round; bound / gap of the continuous (p, b) step where a certificate exists.
@@ -211,6 +212,9 @@ class RoundAllocator:
             self.policy = None
         elif isinstance(policy, SwitchingPolicy):
             self.policy = policy
+        elif policy == "hindsight":
+            raise ValueError("policy 'hindsight' needs every round's costs in advance; build it "
+                             "with fedopt.online.make_policy('hindsight', ..., costs=u) and pass it")
         else:
             params = dict(policy_params or {})
             if policy in ("primal_dual", "lyapunov"):
