@@ -88,7 +88,7 @@ class SystemConfig:
     data_max: int = 1000
     alpha_dir: float = 0.5  # Dirichlet label skew
     # objective and online layer, (7)-(12)
-    rho: float = 0.01  # energy-efficiency coefficient (see MODEL-NOTES.md for its calibration)
+    rho: float = 1e-3  # energy-efficiency coefficient, calibrated per scheduled pair (MODEL-NOTES.md)
     beta: float = 0.3  # long-term participation floor (7f)
     energy_budget: float = 0.0  # E_bar_k [J/round]; 0 means no energy constraint
     lr: float = 0.05  # eta in Gamma = (eta / 2) ||grad||^2
