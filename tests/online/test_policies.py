@@ -117,12 +117,13 @@ def test_mask_is_honoured():
         assert not np.any(x[:, 1]), name
 
 
-def test_lyapunov_energy_queue_keeps_the_budget():
+@pytest.mark.parametrize("name", ["lyapunov", "primal_dual"])
+def test_energy_variant_keeps_the_budget(name):
     T, K, M = 400, 4, 3
     rng = np.random.default_rng(2)
     u = -rng.uniform(0.5, 1.0, (T, K, M))  # everything is attractive...
     E = rng.uniform(1.0, 2.0, (T, K, M))  # ...but costs energy
-    pol = make_policy("lyapunov", 0.3, 2, energy_budget=1.0)
+    pol = make_policy(name, 0.3, 2, energy_budget=1.0)
     state = pol.init(K, M)
     spent = np.zeros(K)
     for t in range(T):
