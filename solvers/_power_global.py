@@ -118,7 +118,8 @@ def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 4, max_depth: i
         cell = {name: arr[i] for name, i in idx.items()}
         kcell = cell["k"].astype(np.intp)
         Wk = d.WT[:, kcell]
-        scale = cell["Cb"] + np.sum(Wk * cell["Xa"], axis=0) + 1e-300
+        # rounding scale of D: the size of its terms (X Y, not X alone: Y may underflow)
+        scale = cell["Cb"] + np.sum(Wk * np.maximum(cell["Xa"] * cell["Yb"], 0.0), axis=0) + 1e-300
         Xa, Xb, Xpa, Xpb = cell["Xa"], cell["Xb"], cell["Xpa"], cell["Xpb"]
         Xa2, Xb2 = Xa * Xa, Xb * Xb
         Zl = Xpa + Xb2
@@ -133,6 +134,15 @@ def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 4, max_depth: i
         D_low = cell["Ca"] - np.sum(Wk * t_hi, axis=0)
         D_up = cell["Cb"] - np.sum(Wk * t_lo, axis=0)
         monotone = (D_low > MARGIN * scale) | (D_up < -MARGIN * scale)
+        # flat cells: F changes by at most max|D|·width, below 1e-15 of F; keep the
+        # rigorous bound F(s_a) + min(0, D_low)·width and stop refining them
+        width = cell["sb"] - cell["sa"]
+        flat = ~monotone & (np.maximum(np.abs(D_low), np.abs(D_up)) * width
+                            <= 1e-15 * np.abs(cell["Fa"]) + 1e-300)
+        if flat.any():
+            lb = cell["Fa"][flat] + np.minimum(0.0, D_low[flat]) * width[flat]
+            np.minimum.at(lower, kcell[flat], lb)
+            monotone |= flat
         if monotone.all():
             break
         if monotone.any():  # done with these: their minimum is an endpoint (a candidate)
@@ -157,7 +167,7 @@ def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 4, max_depth: i
             Tb = cell["Yb"] * (Xpb + Xb2)
             T_up = np.where(monoT, np.maximum(Ta, Tb), T_up)
             T_low = np.where(monoT, np.minimum(Ta, Tb), T_low)
-        scale2 = cell["Cb"] + np.sum(Wk * (Xa2 - Xpa), axis=0) + 1e-300
+        scale2 = cell["Cb"] + np.sum(Wk * cell["Yb"] * (Xa2 - Xpa), axis=0) + 1e-300
         DD_low = cell["Ca"] - np.sum(Wk * T_up, axis=0)
         DD_up = cell["Cb"] - np.sum(Wk * T_low, axis=0)
         convex = DD_low > MARGIN * scale2
@@ -170,7 +180,7 @@ def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 4, max_depth: i
         if sm_.any():
             concave_cells.append(arr[:, sm_])
         undecided = ~(convex | concave)
-        if levels > max_depth:
+        if levels > max_depth or n_cells > 64 * n + 10_000:  # cap: keep rigorous bounds
             u = undecided
             if u.any():
                 lb = cell["Fa"][u] + np.minimum(0.0, D_low[u]) * (cell["sb"][u] - cell["sa"][u])

@@ -217,3 +217,21 @@ def test_auto_vs_scip_many(seed):
     assert auto.status == "optimal"
     if math.isfinite(scip.objective):
         assert auto.objective <= scip.objective + 1e-9 * abs(scip.objective)
+
+
+@pytest.mark.parametrize("w, a, c, lo, hi, budget", [
+    ([0.1, 0.2], [5, 10], [1e-3, 2e-3], [0.5, 0.5], [1, 1], 1.0),  # Σ b_min = budget
+    ([0.0, 0.2], [5, 10], [1e-3, 2e-3], [0.01, 0.01], [1, 1], 0.3),  # w = 0
+    ([0.1, 0.2], [0.0, 10], [1e-3, 2e-3], [0.01, 0.01], [1, 1], 0.3),  # a = 0
+    ([0.1, 0.2], [5, 10], [0.0, 2e-3], [0.01, 0.01], [1, 1], 0.3),  # c = 0 (concave term)
+    ([0.1, 0.2], [5, 10], [1e-3, 2e-3], [0.1, 0.2], [0.1, 0.5], 0.4),  # a fixed pair
+])
+def test_edge_cases_vs_grid(w, a, c, lo, hi, budget):
+    inst = BandwidthInstance(w, a, c, lo, hi, budget)
+    for method in ("auto", "lambertw", "alg1"):
+        sol = solve_bandwidth(inst, method)
+        assert inst.violation(sol.x) == 0.0
+    sol = solve_bandwidth(inst, "auto")
+    ref = _grid_reference(inst)
+    assert sol.status == "optimal"
+    assert sol.objective <= ref + 1e-12 * abs(ref)

@@ -135,3 +135,17 @@ def test_unknown_power_method():
     batch = random_power_batch(2, "noise-limited", seed=0)
     with pytest.raises(ValueError, match="known: auto, global"):
         solve_power_batch(batch, "newton")
+
+
+@pytest.mark.parametrize("W, A, kappa, C", [
+    ([0.3, 0.1], [0.01, 0.002], 0.5, 0.0),  # C = 0: flat where every q underflows
+    ([0.3], [0.01], 0.0, 1.0),  # no interference
+    ([0.3], [0.0], 0.5, 1.0),  # no noise term
+    ([], [], 0.5, 1.0),  # no module
+])
+def test_edge_cases_vs_grid(W, A, kappa, C):
+    inst = PowerInstance(W, A, kappa, 3.5, C, 1e-3, 0.2)
+    sol = solve_power(inst, "auto")
+    assert sol.status == "optimal"
+    ref, _ = grid_min(inst) if len(W) else (inst.objective(inst.p_min), None)
+    assert sol.objective <= ref + 1e-12 * max(abs(ref), 1e-300)
