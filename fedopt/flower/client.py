@@ -19,7 +19,9 @@ strategy's three kinds of message:
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -50,15 +52,21 @@ class FedOptClient:
     used to fill modules a message does not carry (the backend's batched calls index params
     by module; the filled ones are never trained). ``properties``: what the node reports on a
     properties query besides ``partition-id`` (e.g. ``distance``, ``cpu-freq``); ``data-size``
-    defaults to the backend's |D_k|. ``before_call(backend, ue, server_round, action)``: an
-    optional hook run before each backend call (the simulation harness reseeds the sampling
-    stream there, so a node's minibatches do not depend on which Ray worker serves it).
+    defaults to the backend's |D_k|.
+
+    ``node_state`` (the node's ``context.state``) and ``initial_state`` (a backend
+    ``state_dict()``) make the backend's random state per node: before each backend call the
+    node's own last state (or ``initial_state`` on its first call) is loaded, and after it the
+    new state is stored back in ``node_state``. A worker process may then share one backend
+    among many nodes (Ray does, and serves a node from any worker) while each node's minibatch
+    stream stays its own and the run is reproducible.
     """
 
+    STATE_KEY = "fedopt-backend"
+
     def __init__(self, backend: TrainingBackend, ue: int, specs: list[ModuleSpec], *,
-                 properties: dict[str, Any] | None = None,
-                 before_call: Callable[[TrainingBackend, int, int, str], None] | None = None,
-                 template: list[Params] | None = None) -> None:
+                 properties: dict[str, Any] | None = None, node_state: RecordDict | None = None,
+                 initial_state: dict | None = None, template: list[Params] | None = None) -> None:
         self.backend = backend
         self.ue = int(ue)
         if not 0 <= self.ue < int(backend.num_ues):
@@ -66,7 +74,8 @@ class FedOptClient:
         self.specs = list(specs)
         self.template = template if template is not None else backend.init_modules(self.specs)
         self.properties = dict(properties or {})
-        self.before_call = before_call
+        self.node_state = node_state
+        self.initial_state = initial_state
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -76,9 +85,19 @@ class FedOptClient:
             params[m] = record_to_params(content[module_key(m)])
         return params
 
-    def _hook(self, server_round: int, action: str) -> None:
-        if self.before_call is not None:
-            self.before_call(self.backend, self.ue, server_round, action)
+    @contextmanager
+    def _own_state(self):
+        """The node's backend random state around one call (see the class docstring)."""
+        if self.node_state is None:
+            yield
+            return
+        if self.STATE_KEY in self.node_state:
+            self.backend.load_state_dict(pickle.loads(self.node_state[self.STATE_KEY]["state"]))
+        elif self.initial_state is not None:
+            self.backend.load_state_dict(self.initial_state)
+        yield
+        self.node_state[self.STATE_KEY] = ConfigRecord(
+            {"state": pickle.dumps(self.backend.state_dict())})
 
     # --- the three actions -------------------------------------------------------------------
 
@@ -91,9 +110,9 @@ class FedOptClient:
         cfg = msg.content[CONFIG_KEY]
         modules = [int(m) for m in cfg["modules"]]
         params = self._params(msg.content, modules)
-        self._hook(int(cfg.get("server-round", 0)), "train")
         pairs = PairBatch(np.full(len(modules), self.ue), np.asarray(modules, dtype=int))
-        res = self.backend.local_update(pairs, params, int(cfg["local-steps"]), float(cfg["lr"]))
+        with self._own_state():
+            res = self.backend.local_update(pairs, params, int(cfg["local-steps"]), float(cfg["lr"]))
         content = RecordDict({module_key(m): params_to_record(u) for m, u in zip(modules, res.updates)})
         content[METRICS_KEY] = reply_metrics(modules, res.loss, res.grad_sq, res.n_samples)
         return Message(content, reply_to=msg)
@@ -102,9 +121,9 @@ class FedOptClient:
         cfg = msg.content[CONFIG_KEY]
         modules = [int(m) for m in cfg["modules"]]
         params = self._params(msg.content, modules)
-        self._hook(int(cfg.get("server-round", 0)), "probe")
         pairs = PairBatch(np.full(len(modules), self.ue), np.asarray(modules, dtype=int))
-        loss, gsq = self.backend.probe(pairs, params)
+        with self._own_state():
+            loss, gsq = self.backend.probe(pairs, params)
         content = RecordDict({METRICS_KEY: reply_metrics(modules, loss, gsq, np.zeros(len(modules)))})
         return Message(content, reply_to=msg)
 

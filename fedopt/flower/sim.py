@@ -12,6 +12,7 @@ the same seed and trains only its own UE k = ``partition-id``.
 
 from __future__ import annotations
 
+import copy
 import functools
 import time
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ class RunSetup:
     backend: Any
     specs: list[ModuleSpec]
     params: list  # θ_m^0
+    initial_state: dict  # the backend's state_dict() right after θ^0 (every node starts here)
     channel_seed: np.random.SeedSequence
     allocator_seed: np.random.SeedSequence
     backend_seed: np.random.SeedSequence
@@ -86,7 +88,9 @@ def build_run(run: RunConfig) -> RunSetup:
         _, L = backend.smoothness()
         system = system.replace(lr=1.0 / L)
     params = backend.init_modules(specs)
-    return RunSetup(run, system, pop, backend, specs, params, channel_ss, alloc_ss, backend_ss)
+    initial = copy.deepcopy(backend.state_dict())
+    return RunSetup(run, system, pop, backend, specs, params, initial, channel_ss, alloc_ss,
+                    backend_ss)
 
 
 def make_allocator(setup: RunSetup):
@@ -150,22 +154,6 @@ def _node_setup(flat_yaml: str) -> RunSetup:
     return build_run(RunConfig.from_dict(yaml.safe_load(flat_yaml)))
 
 
-def _reseed(seed: int):
-    """Per-(UE, round, action) sampling streams: a node's minibatches are then independent of
-    which worker serves it and of the other nodes (only for backends whose state_dict is
-    ``{"rng": <bit generator state>}``, e.g. the synthetic one; others are left alone)."""
-    actions = {"train": 0, "probe": 1}
-
-    def hook(backend, ue: int, server_round: int, action: str) -> None:
-        state = backend.state_dict()
-        if set(state) != {"rng"}:
-            return
-        ss = np.random.SeedSequence(seed, spawn_key=(ue, server_round, actions.get(action, 2)))
-        backend.load_state_dict({"rng": np.random.default_rng(ss).bit_generator.state})
-
-    return hook
-
-
 def client_fn_for(run: RunConfig | None = None, root: str | Path | None = None):
     """``client_fn(context)``: UE ``partition-id`` of the run (``run`` or the context's config)."""
 
@@ -173,9 +161,9 @@ def client_fn_for(run: RunConfig | None = None, root: str | Path | None = None):
         cfg = run if run is not None else run_config_from_context(context, root)
         setup = _node_setup(cfg.to_yaml())
         k = int(context.node_config["partition-id"])
-        reseed = None if getattr(setup.backend, "full_batch", False) else _reseed(cfg.seed)
         return FedOptClient(setup.backend, k, setup.specs, properties=setup.properties(k),
-                            before_call=reseed, template=setup.params)
+                            node_state=context.state, initial_state=setup.initial_state,
+                            template=setup.params)
 
     return client_fn
 

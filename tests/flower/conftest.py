@@ -35,6 +35,7 @@ class LocalGrid(Grid):
                          for n, k in self.node_ue.items()}
         self.fail, self.drop, self.fail_on = set(fail), set(drop), set(fail_on)
         self.offline: set[int] = set()  # UEs whose node is not connected
+        self.reverse = False
         self.sent: list[Message] = []
         self._replies: dict[str, Message] = {}
 
@@ -54,6 +55,9 @@ class LocalGrid(Grid):
 
     def push_messages(self, messages):
         ids = []
+        messages = list(messages)
+        if self.reverse:  # serve the nodes in the other order (as another worker mapping would)
+            messages = messages[::-1]
         for msg in messages:
             msg.metadata.__dict__["_message_id"] = str(uuid4())
             self.sent.append(msg)
