@@ -209,6 +209,8 @@ def _markdown(s, methods) -> str:
     for key in s["regimes"]:
         m, rho = key.split("@rho=")
         for n0, v in s["regimes"][key].items():
+            if not v["statuses"]:  # not run at this ρ (scip_rho)
+                continue
             rows.append([m, rho, n0, v["mean_latency_s"][0], v["mean_latency_s"][1],
                          v["gap_to_bound"][0], v["max_gap"], v["seconds"][0],
                          ",".join(v["statuses"])])
