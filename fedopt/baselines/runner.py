@@ -106,12 +106,10 @@ class RankLevelSimulation(Simulation):
             keep = self.ranks[m - 1]
             p = shrink_tail(p, keep, thr)
             norm = tail_norm(p, keep)
-            if norm < self.prev_tail[k]:
-                if np.isfinite(self.prev_tail[k]):
-                    self.level[k] = m - 1  # [6]: the regularised tail keeps shrinking -> prune
-                    self.prev_tail[k] = np.inf
-                else:
-                    self.prev_tail[k] = norm
+            # [6]: prune when the regularised tail is gone or keeps shrinking between uploads
+            if norm == 0.0 or (np.isfinite(self.prev_tail[k]) and norm < self.prev_tail[k]):
+                self.level[k] = m - 1
+                self.prev_tail[k] = np.inf
             else:
                 self.prev_tail[k] = norm
             out.append(p)

@@ -115,3 +115,25 @@ def test_registry_and_errors():
         get_scheme("fedsgd")
     with pytest.raises(ConfigError):
         RankLevelSimulation(small_run(), None, rule="cat", progress=False)
+
+
+def test_hetlora_self_pruning():
+    # a huge λ: the prox zeroes every upload's tail, so each UE above the lowest level that
+    # uploads drops exactly one level; λ = 0 never changes a level
+    sim = RankLevelSimulation(small_run(K=10), None, rule="hetlora", prune_lambda=1e9,
+                              progress=False)
+    pruned = 0
+    for _ in range(3):
+        before = sim.level.copy()
+        sim.step()
+        x = sim.trace["x"][-1].astype(bool)
+        uploaded = (x & sim.trace["s"][-1]).any(axis=1)
+        expect = np.where(uploaded & (before > 0), before - 1, before)
+        np.testing.assert_array_equal(sim.level, expect)
+        pruned += int((expect < before).sum())
+    assert pruned > 0  # the rule was exercised
+    plain = RankLevelSimulation(small_run(K=10), None, rule="hetlora", progress=False)
+    lv = plain.level.copy()
+    for _ in range(2):
+        plain.step()
+    np.testing.assert_array_equal(plain.level, lv)
