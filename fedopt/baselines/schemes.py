@@ -124,6 +124,8 @@ def configure(scheme: Scheme, run) -> tuple[Any, int]:
     """The scheme's RunConfig from the base ``run`` and its deadline slots per round."""
     if scheme.full:
         return full_parameter(run)
+    if scheme.name == "energy" and not run.system.energy_budget > 0:
+        raise ConfigError("scheme 'energy': set energy_budget (E_bar_k, J per round) > 0")
     changes = dict(scheme.changes)
     if scheme.rule is not None and len(run.system.ranks) < 2:
         raise ConfigError(f"scheme '{scheme.name}': needs at least two rank levels (ranks)")

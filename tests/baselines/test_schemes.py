@@ -115,6 +115,12 @@ def test_registry_and_errors():
         get_scheme("fedsgd")
     with pytest.raises(ConfigError):
         RankLevelSimulation(small_run(), None, rule="cat", progress=False)
+    from fedopt.baselines import configure
+
+    with pytest.raises(ConfigError, match="energy_budget"):
+        configure(get_scheme("energy"), small_run())
+    cfg, slots = configure(get_scheme("energy"), small_run(energy_budget=0.5))
+    assert cfg.system.energy_budget == 0.5 and slots == 1
 
 
 def test_hetlora_self_pruning():
