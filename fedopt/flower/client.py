@@ -1,7 +1,7 @@
 """The ClientApp side: one node = one UE k, training the modules the strategy asks for.
 
 :class:`FedOptClient` wraps any :class:`~fedopt.backends.base.TrainingBackend` and answers the
-strategy's three kinds of message:
+strategy's messages:
 
 - ``query`` with ``fedopt-action = properties``: the node's partition id (its UE index k) and
   what the allocator's :class:`~fedopt.allocator.RoundState` needs from it (distance, |D_k|,
@@ -99,7 +99,7 @@ class FedOptClient:
         self.node_state[self.STATE_KEY] = ConfigRecord(
             {"state": pickle.dumps(self.backend.state_dict())})
 
-    # --- the three actions -------------------------------------------------------------------
+    # --- the actions -------------------------------------------------------------------------
 
     def describe(self) -> dict[str, Any]:
         props = {"data-size": float(self.backend.data_sizes()[self.ue]), **self.properties}
