@@ -282,3 +282,25 @@ def test_minibatch_runs_do_not_depend_on_which_node_is_served_first(example_run,
     a = shared.backend.local_update(PairBatch([0], [0]), setup.params, 2, 0.1).updates[0]
     b = shared.backend.local_update(PairBatch([0], [0]), setup.params, 2, 0.1).updates[0]
     assert compare_params([a], [b]) > 0
+
+
+def test_logged_energy_is_eq4_at_the_power_and_bandwidth_the_nodes_received(example_run, make_grid):
+    """The round's logged energy, rebuilt by hand from what each node was told (p_k, b_{k,m})
+    and the population: E = ζ I φ_m c_k D_k s f_k² + p_k S_m / (b B log2(1 + θ)), eq. (4)."""
+    setup, st, grid, msgs = _round_one(example_run, make_grid)
+    cfg, pop = setup.system, setup.pop
+    D = setup.samples()
+    total = cmp_total = 0.0
+    for msg in msgs:
+        k = grid.node_ue[int(msg.metadata.dst_node_id)]
+        c = msg.content[CONFIG_KEY]
+        for j, m in enumerate(c["modules"]):
+            e_cmp = cfg.zeta * cfg.local_steps * pop.phi[m] * pop.c[k] * D[k] * cfg.s_bits * pop.f[k] ** 2
+            e_com = c["power"] * pop.S[m] / (c["bandwidth"][j] * cfg.B * np.log2(1 + cfg.theta))
+            assert c["energy"][j] == pytest.approx(e_cmp + e_com, rel=1e-9)
+            total += e_cmp + e_com
+            cmp_total += e_cmp
+    _, metrics = st.aggregate_train(1, grid.send_and_receive(msgs))
+    assert metrics["energy"] == pytest.approx(total, rel=1e-9)
+    assert metrics["energy_computation"] == pytest.approx(cmp_total, rel=1e-9)
+    assert metrics["participation"] == pytest.approx(len(msgs) / example_run.system.K)
