@@ -304,3 +304,27 @@ def test_logged_energy_is_eq4_at_the_power_and_bandwidth_the_nodes_received(exam
     assert metrics["energy"] == pytest.approx(total, rel=1e-9)
     assert metrics["energy_computation"] == pytest.approx(cmp_total, rel=1e-9)
     assert metrics["participation"] == pytest.approx(len(msgs) / example_run.system.K)
+
+
+def test_injected_channel_source_feeds_the_allocator(example_run, make_grid):
+    """A user's channel_fn (here: a fixed fade and UE 1 out of coverage) reaches the
+    RoundState; the allocator then never schedules UE 1."""
+    from fedopt.flower import ChannelState
+
+    setup = build_run(example_run)
+    K = example_run.system.K
+    fade = np.linspace(0.5, 2.0, K)
+    seen = []
+
+    def channel_fn(t, rng, nodes):
+        seen.append((t, sorted(nodes.node_of_ue)))
+        return ChannelState(distance=nodes.properties["distance"] * 0.5, fading=fade,
+                            available=np.arange(K) != 1)
+
+    st = make_strategy(setup, channel_fn=channel_fn)
+    grid = make_grid(client_app(example_run), K, seed=9)
+    list(st.configure_train(1, pack_modules(setup.params), ConfigRecord(), grid))
+    state, x = st._plan["state"], np.asarray(st._plan["alloc"].x) > 0
+    assert seen == [(0, list(range(K)))]
+    assert np.array_equal(state.fading, fade) and not state.available[1] and not x[1].any()
+    assert np.allclose(state.distance, 0.5 * setup.pop.d)
