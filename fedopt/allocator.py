@@ -414,12 +414,18 @@ class RoundAllocator:
         for _ in range(self.escapes):
             if best[4] is None:
                 break
-            p_try = self._escape(sys_, x, best[0], best[1])
-            if p_try is None:
+            moves = self._escape(sys_, x, best[0], best[1], ranked=True)
+            if moves is None:
                 break
-            cand = self._bcd_once(sys_, x, p_try, start_with_bandwidth=True)
-            if cand[2] < best[2] - 1e-13 * abs(best[2]):
-                best = (cand[0], cand[1], cand[2], best[3] + cand[3], cand[4])
+            p_all, ranked = moves
+            # every flagged UE at once; if that does not pay, the single most promising ones
+            tries = [p_all] + [np.where(np.arange(x.shape[0]) == k, p_all, best[0])
+                               for k in ranked[:3]] if len(ranked) > 1 else [p_all]
+            for p_try in tries:
+                cand = self._bcd_once(sys_, x, p_try, start_with_bandwidth=True)
+                if cand[2] < best[2] - 1e-13 * abs(best[2]):
+                    best = (cand[0], cand[1], cand[2], best[3] + cand[3], cand[4])
+                    break
             else:
                 break
         return best
@@ -470,12 +476,13 @@ class RoundAllocator:
         return p, b, sys_.objective(x, p, b), it, bw
 
     def _escape(self, sys_: RoundSystem, x: np.ndarray, p: np.ndarray, b: np.ndarray,
-                n_grid: int | None = None, every: bool = False) -> np.ndarray | None:
+                n_grid: int | None = None, every: bool = False, ranked: bool = False):
         """Per-UE joint (p_k, b_k) moves that BCD cannot see. With the bandwidth price
         ν = −f_n'(b_n) of (17) at the current point (0 if the band is slack), UE k's share of
         the Lagrangian, Σ_m [ω Γ (1 − q(p, b_m)) + ρ p S_m/(b_m R) + ν b_m], is minimised on a
         log grid of p and of each b_m; UEs whose grid minimum beats their current value get
-        the grid's p. Returns the new p (K,) or None when no UE can improve."""
+        the grid's p. Returns the new p (K,) (with ``ranked``: and the moving UEs by gain,
+        largest first) or None when no UE can improve."""
         K, M = x.shape
         R = sys_.rate_per_b
         ks, ms = np.nonzero(x)
@@ -524,6 +531,9 @@ class RoundAllocator:
             return None
         out = p.copy()
         out[move] = pg[j[move]]
+        if ranked:  # also the moving UEs, largest gain first
+            ks_move = np.flatnonzero(move)
+            return out, ks_move[np.argsort(-gain[ks_move])].tolist()
         return out
 
     def _joint(self, sys_: RoundSystem, feasible: np.ndarray, n_floor: int, u_est: np.ndarray):
