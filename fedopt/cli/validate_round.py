@@ -145,12 +145,15 @@ def summary(rows: list[dict], Ks: list[int], time_limit: float) -> str:
             f"{'SCIP limit':>10} {'t BCD [ms]':>10} {'t SCIP [s]':>10}")
     lines += [head, "-" * len(head)]
     largest = {"given": 0, "joint": 0}
+    mostly = {"given": 0, "joint": 0}  # SCIP proved optimality on >= 95% of the instances
     for K in Ks:
         sel = [r for r in rows if r["K"] == K]
         share, med, worst = stats(sel, "gap_given", 1e-5)
         hits = sum(r["scip_given_status"] != "optimal" for r in sel)
         if hits == 0:
             largest["given"] = max(largest["given"], K)
+        if hits <= 0.05 * len(sel):
+            mostly["given"] = max(mostly["given"], K)
         lines.append(f"{K:3d} {len(sel):3d} {share:7.0%} {med:11.2e} {worst:10.2e} {hits:7d}/{len(sel):<2d} "
                      f"{1e3 * np.median([r['bcd_seconds'] for r in sel]):10.2f} "
                      f"{np.median([r['scip_given_seconds'] for r in sel]):10.2f}")
@@ -164,9 +167,12 @@ def summary(rows: list[dict], Ks: list[int], time_limit: float) -> str:
         hits = sum(r["scip_minlp_status"] != "optimal" for r in sel)
         if hits == 0:
             largest["joint"] = max(largest["joint"], K)
+        if hits <= 0.05 * len(sel):
+            mostly["joint"] = max(mostly["joint"], K)
         lines.append(f"{K:3d} {len(sel):3d} {share:7.0%} {med:11.2e} {worst:10.2e} {hits:7d}/{len(sel):<2d} "
                      f"{np.median([r['joint_seconds'] for r in sel]):10.3f} "
                      f"{np.median([r['scip_minlp_seconds'] for r in sel]):10.2f}")
-    lines += ["", f"largest K that SCIP solved to optimality on every instance within "
-                  f"{time_limit:g} s: given x {largest['given'] or 'none'}, MINLP {largest['joint'] or 'none'}"]
+    lines += ["", f"largest K that SCIP solved to optimality within {time_limit:g} s on every "
+                  f"instance: given x {largest['given'] or 'none'}, MINLP {largest['joint'] or 'none'}; "
+                  f"on >= 95%: given x {mostly['given'] or 'none'}, MINLP {mostly['joint'] or 'none'}"]
     return "\n".join(lines)
