@@ -80,9 +80,11 @@ def run_fig3(cfg: dict, out, *, backend: str = "synthetic", seeds: int | None = 
         x = floor_schedule(sys_.b_min, run.system.beta, rng)
         p = np.full(sim.pop.K, run.system.P_max)
         base = _instance(sys_, x, p, sys_.a)
+        nu_max = float(np.max(base.c / base.b_min**2))  # Algorithm 1's initial ν bracket
         for eps in eps_list:
-            _, _, it, _, _ = solve_alg1(base, eps=eps)
-            it_rows.append({"seed": seed, "eps": eps, "iterations": it, "pairs": base.n})
+            _, nu, it, _, _ = solve_alg1(base, eps=eps)
+            it_rows.append({"seed": seed, "eps": eps, "iterations": it, "pairs": base.n,
+                            "nu": nu, "nu_max": nu_max})
         for rho, n0 in [(r, n) for r in rhos for n in n0_list]:
             a = noise_coefficient(run.system.replace(N0=n0), sim.pop.d)
             inst = _instance(dataclasses.replace(sys_, rho=rho), x, p, a)
