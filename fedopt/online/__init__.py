@@ -67,4 +67,9 @@ def make_policy(name: str, beta: float, M_max: int, **params) -> SwitchingPolicy
         factory = POLICIES[name]
     except KeyError:
         raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}") from None
+    if float(beta) > M_max:
+        from ..errors import InstanceError
+
+        raise InstanceError(f"beta: {float(beta):g} exceeds M_max = {M_max}; the participation "
+                            f"floor (7f) cannot be met")
     return factory(beta, M_max, **params)
