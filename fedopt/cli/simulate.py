@@ -17,9 +17,6 @@ from pathlib import Path
 
 from ..errors import ConfigError
 
-# FedLoRA [9]: one LoRA module that every participating UE trains (the M = 1 baseline)
-FEDLORA = {"M": 1, "ranks": [8], "M_max": 1}
-
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML config (one flat key: value namespace)")
@@ -94,7 +91,9 @@ def run(args) -> int:
                      f"({'holds' if b['holds'] else 'VIOLATED'}) with mu={b['mu']:.3g}, "
                      f"L={b['L']:.3g}, xi1={b['xi1']:.3g}, xi2={b['xi2']:.3g}")
     if args.compare_fedlora:
-        fl_cfg = cfg.replace(**FEDLORA, beta=min(cfg.system.beta, 1.0))
+        from ..baselines.schemes import SCHEMES  # FedLoRA [4]: one rank-8 module, M = 1
+
+        fl_cfg = cfg.replace(**SCHEMES["fedlora"].changes, beta=min(cfg.system.beta, 1.0))
         fl = simulate(fl_cfg, out / "fedlora", resume=resume and (out / "fedlora" / "checkpoint.pkl").is_file(),
                       progress=not args.quiet)
         comparison = {"proposed": summary, "fedlora": fl, "seed": cfg.seed}
