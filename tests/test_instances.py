@@ -22,7 +22,7 @@ from fedopt.channel import success_probability
 from fedopt.energy import communication_energy
 from fedopt.instances import bandwidth_instance, bandwidth_to_matrix, power_batch
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "instances"
+SHARED = Path(__file__).resolve().parents[1] / "experiments" / "instances"
 
 finite = st.floats(min_value=0.0, max_value=1e6, allow_nan=False, allow_infinity=False)
 
@@ -55,7 +55,9 @@ def test_power_json_round_trip_is_exact(WA, kappa, alpha, C, p_min, spread):
 
 
 def test_shared_examples_load():
-    for path in sorted(SHARED.glob("*.json")):
+    paths = sorted(SHARED.glob("*.json"))
+    assert len(paths) == 6
+    for path in paths:
         inst = load_instance(path)
         assert inst.to_dict()["problem"] in path.name
 

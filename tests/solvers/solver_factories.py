@@ -7,9 +7,8 @@ from pathlib import Path
 
 from fedopt.instances import load_instance
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "instances"
-if not SHARED.is_dir():  # the repo may sit elsewhere; fall back to the absolute location
-    SHARED = Path("/work/shared/instances")
+# the canonical examples of ../shared/instances, copied into the repo with their references
+SHARED = Path(__file__).resolve().parents[2] / "experiments" / "instances"
 
 
 def shared_examples(kind: str) -> list[Path]:
