@@ -1,7 +1,8 @@
 """Every package folder ships under the fedopt namespace (pyproject lists them explicitly)."""
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 
