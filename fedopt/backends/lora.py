@@ -397,12 +397,14 @@ class LoraBackend:
             for p, m in users:
                 lay = self.layouts[m]
                 ka, kb = lay.lora[key]
-                A[p, :lay.rank] = torch.from_numpy(params[m][ka])
-                B[p, :, :lay.rank] = torch.from_numpy(params[m][kb])
+                A[p, :lay.rank] = torch.from_numpy(np.asarray(params[m][ka], np.float32))
+                B[p, :, :lay.rank] = torch.from_numpy(np.asarray(params[m][kb], np.float32))
                 scale[p] = lay.scaling
             lora[key] = (A.requires_grad_(requires_grad), B.requires_grad_(requires_grad), scale)
-        W = torch.stack([torch.from_numpy(params[m][self.layouts[m].head[0]]) for m in modules])
-        b = torch.stack([torch.from_numpy(params[m][self.layouts[m].head[1]]) for m in modules])
+        W = torch.stack([torch.from_numpy(np.asarray(params[m][self.layouts[m].head[0]], np.float32))
+                         for m in modules])
+        b = torch.stack([torch.from_numpy(np.asarray(params[m][self.layouts[m].head[1]], np.float32))
+                         for m in modules])
         return PairStacks(lora, (W.requires_grad_(requires_grad), b.requires_grad_(requires_grad)))
 
     def _unstack(self, stacks, p: int, m: int) -> Params:

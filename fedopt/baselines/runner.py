@@ -92,9 +92,13 @@ class RankLevelSimulation(Simulation):
         w = np.asarray(res.n_samples, float)[sel]
         if self.rule == "hetlora":
             g = hetlora_aggregate(local, w, self.ranks[-1])
-            return [truncate_rank(g, r) for r in self.ranks]
-        new, _ = flexlora_aggregate(local, w, self.scales[mods], self.ranks, out_scales=self.scales)
-        return new
+            new = [truncate_rank(g, r) for r in self.ranks]
+        else:
+            new, _ = flexlora_aggregate(local, w, self.scales[mods], self.ranks,
+                                        out_scales=self.scales)
+        # keep each module's dtype (the SVD and the weighted sums run in float64)
+        return [{k: np.asarray(v, dtype=self.params[m][k].dtype) for k, v in p.items()}
+                for m, p in enumerate(new)]
 
     def _self_prune(self, ues, mods, local):
         thr = self.system.lr * self.system.local_steps * self.prune_lambda

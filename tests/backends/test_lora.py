@@ -326,3 +326,16 @@ def test_packaged_minilm_fast_path_matches_full_model(tmp_path):
         for k in ua:
             np.testing.assert_allclose(ua[k], ub[k], atol=1e-5, rtol=0)
     np.testing.assert_allclose(fast.module_logits(params), ref.module_logits(params), atol=1e-4)
+
+
+def test_float64_params_from_an_aggregation_rule_are_accepted(bert, glue):
+    """HetLoRA/FlexLoRA aggregate in float64 (SVD); the fast path must take such params and
+    give the float32 result (a regression: torch.baddbmm refused mixed dtypes)."""
+    be = _backend(bert, glue)
+    params = _perturbed(be.init_modules(SPECS))
+    wide = [{k: v.astype(np.float64) for k, v in p.items()} for p in params]
+    ens = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 1], [1, 1, 1]], bool)
+    a, b = be.evaluate(params, ens), be.evaluate(wide, ens)
+    np.testing.assert_allclose(b.ue_loss, a.ue_loss, rtol=1e-6)
+    pa, pb = be.probe(PAIRS, params), be.probe(PAIRS, wide)
+    np.testing.assert_allclose(pb[0], pa[0], rtol=1e-6)
