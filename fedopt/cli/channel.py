@@ -11,13 +11,7 @@ import numpy as np
 
 from ..config import SystemConfig, load_yaml, parse_overrides
 from ..errors import ConfigError
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+from ._types import float_list
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -27,9 +21,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     c.add_argument("--config", help="YAML system config (default: MODEL.md's defaults)")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (units accepted: N0=-160dBm/Hz, P_max=23dBm)")
-    c.add_argument("--d", type=_floats, default=[20.0, 40.0, 60.0, 80.0], help="distances [m]")
-    c.add_argument("--p", type=_floats, default=[0.1, 0.2], help="powers [W]")
-    c.add_argument("--b", type=_floats, default=[0.05, 0.3, 1.0], help="bandwidth fractions")
+    c.add_argument("--d", type=float_list, default=[20.0, 40.0, 60.0, 80.0], help="distances [m]")
+    c.add_argument("--p", type=float_list, default=[0.1, 0.2], help="powers [W]")
+    c.add_argument("--b", type=float_list, default=[0.05, 0.3, 1.0], help="bandwidth fractions")
     c.add_argument("--draws", type=int, default=30_000, help="Monte-Carlo draws (default 30000)")
     c.add_argument("--tol", type=float, default=1e-4, help="PPP truncation error bound on q")
     c.add_argument("--seed", type=int, default=0)

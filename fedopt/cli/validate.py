@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
+from ._types import int_list
 
 
 @dataclass(frozen=True)
@@ -81,11 +82,8 @@ def run(args: argparse.Namespace) -> int:
 # --- shared helpers ------------------------------------------------------------------------
 
 
-def _ints(text: str) -> list[int]:
-    try:
-        vals = [int(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+def _sizes(text: str) -> list[int]:
+    vals = int_list(str(text))
     if not vals or min(vals) < 1:
         raise argparse.ArgumentTypeError(f"sizes must be integers >= 1, got {text!r}")
     return vals
@@ -95,7 +93,7 @@ def _common(p: argparse.ArgumentParser, methods: tuple[str, ...], sizes: str) ->
     p.add_argument("--regime", default="noise-limited", choices=["defaults", "noise-limited"],
                    help="instance distribution (instances/README.md; default noise-limited)")
     p.add_argument("--instances", type=int, default=100, help="instances in total (default 100)")
-    p.add_argument("--sizes", type=_ints, default=_ints(sizes),
+    p.add_argument("--sizes", type=_sizes, default=_sizes(sizes),
                    help=f"comma-separated sizes, cycled over the instances (default {sizes})")
     p.add_argument("--methods", default=",".join(methods),
                    help=f"comma-separated (default {','.join(methods)})")

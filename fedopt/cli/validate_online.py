@@ -19,22 +19,17 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ._types import int_list
 
 DEFAULT_POLICIES = "primal_dual,lyapunov,greedy,one_shot"
 
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML system config (default: MODEL.md's defaults)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key")
-    p.add_argument("--T", type=_ints, default=[50, 200, 800], help="horizons (default 50,200,800)")
+    p.add_argument("--T", type=int_list, default=[50, 200, 800], help="horizons (default 50,200,800)")
     p.add_argument("--K", type=int, default=20, help="UEs (default 20)")
     p.add_argument("--policies", default=DEFAULT_POLICIES, help=f"default {DEFAULT_POLICIES}")
     p.add_argument("--seeds", type=int, default=3, help="independent cost sequences (default 3)")

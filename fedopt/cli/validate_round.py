@@ -25,20 +25,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+from ._types import int_list
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML system config (default: MODEL.md's defaults)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key")
-    p.add_argument("--K", type=_ints, default=[3, 5, 8, 12], help="UE counts (default 3,5,8,12)")
+    p.add_argument("--K", type=int_list, default=[3, 5, 8, 12], help="UE counts (default 3,5,8,12)")
     p.add_argument("--instances", type=int, default=20, help="random instances per K (default 20)")
     p.add_argument("--time-limit", type=float, default=10.0, help="SCIP time limit per solve [s]")
     p.add_argument("--seed", type=int, default=0)
