@@ -243,7 +243,7 @@ class LoraBackend:
         import torch
         from peft import get_peft_model, get_peft_model_state_dict
 
-        from .lora_batched import PrefixCache, TopStack
+        from .lora_batched import TopStack, prefix_cache
         from .lora_model import MeanPoolClassifier, module_layout
 
         if self.specs is not None:
@@ -290,9 +290,9 @@ class LoraBackend:
                                       (self.test, self.options.eval_cache_dtype, "prefix cache (test)")):
                 if data is None:
                     continue
-                data.cache = PrefixCache(self.encoder, block, data.examples, self.pad_id,
-                                         getattr(torch, _DTYPES[dtype]), batch_size=64,
-                                         progress=self.options.progress, desc=desc)
+                data.cache = prefix_cache(self.encoder, block, data.examples, self.pad_id,
+                                          getattr(torch, _DTYPES[dtype]), batch_size=64,
+                                          progress=self.options.progress, desc=desc)
             if self.train is not None:
                 mb = (self.train.cache.nbytes + self.test.cache.nbytes) / 2**20
                 self._log(f"lora backend: cached the frozen prefix (blocks 0..{first - 1}) of "

@@ -20,13 +20,15 @@ gradient with respect to pair p's stack slice is exactly pair p's own gradient.
 from __future__ import annotations
 
 import copy
+import hashlib
+from collections import OrderedDict
 
 import torch
 from torch import nn
 
 from .lora_model import mean_pool
 
-__all__ = ["BatchedLoraLinear", "TopStack", "PrefixCache", "PairStacks", "plan_groups", "pad_examples"]
+__all__ = ["BatchedLoraLinear", "TopStack", "PrefixCache", "prefix_cache", "PairStacks", "plan_groups", "pad_examples"]
 
 
 class BatchedLoraLinear(nn.Module):
@@ -168,27 +170,14 @@ class PrefixCache:
         hidden_size = encoder.config.hidden_size
         self.flat = torch.empty(int(self.offsets[-1]), hidden_size, dtype=dtype)
 
-        def hook(module, args, kwargs):
-            raise _Stop(args[0] if args else kwargs["hidden_states"])
-
-        handle = block.register_forward_pre_hook(hook, with_kwargs=True)
         order = torch.argsort(lengths, descending=True).tolist()  # similar lengths share a batch
-        try:
-            with torch.no_grad():
-                for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress,
-                                  leave=False):
-                    idx = order[start:start + batch_size]
-                    enc = pad_examples([examples[i] for i in idx], pad_id)
-                    try:
-                        encoder(**enc)
-                        raise RuntimeError("prefix cache: the hooked block was never reached")
-                    except _Stop as stop:
-                        h = stop.hidden
-                    for row, i in enumerate(idx):
-                        n = int(lengths[i])
-                        self.flat[self.offsets[i]:self.offsets[i] + n] = h[row, :n].to(dtype)
-        finally:
-            handle.remove()
+        for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress,
+                          leave=False):
+            idx = order[start:start + batch_size]
+            h = _capture(encoder, block, pad_examples([examples[i] for i in idx], pad_id))
+            for row, i in enumerate(idx):
+                n = int(lengths[i])
+                self.flat[self.offsets[i]:self.offsets[i] + n] = h[row, :n].to(dtype)
 
     def __len__(self) -> int:
         return int(self.lengths.shape[0])
@@ -208,6 +197,63 @@ class PrefixCache:
             hidden[row, :n] = self.flat[self.offsets[i]:self.offsets[i] + n]
             mask[row, :n] = 1
         return hidden, mask
+
+
+_MEMO: OrderedDict[str, PrefixCache] = OrderedDict()
+MEMO_SIZE = 4  # a train and a test cache for two data splits; QNLI's pair is ~250 MB
+
+
+def _capture(encoder: nn.Module, block: nn.Module, enc: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The hidden states entering ``block`` for the padded batch ``enc`` (the forward pass
+    stops there)."""
+
+    def hook(module, args, kwargs):
+        raise _Stop(args[0] if args else kwargs["hidden_states"])
+
+    handle = block.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            encoder(**enc)
+        raise RuntimeError("prefix cache: the hooked block was never reached")
+    except _Stop as stop:
+        return stop.hidden
+    finally:
+        handle.remove()
+
+
+def _fingerprint(encoder: nn.Module, block: nn.Module, examples: list[dict], pad_id: int,
+                 dtype: torch.dtype) -> str:
+    """SHA-1 of what a prefix cache depends on: every example's token ids (and types), the pad
+    id, the storage dtype, and the frozen prefix itself, identified by its output on the first
+    few examples (so LoRA adapters above the cut, which differ between schemes, do not count)."""
+    h = hashlib.sha1(f"{pad_id}|{dtype}|{len(examples)}".encode())
+    for e in examples:
+        for key in ("input_ids", "token_type_ids"):
+            if key in e:
+                h.update(key.encode())
+                h.update(torch.as_tensor(e[key], dtype=torch.int64).numpy().tobytes())
+    if examples:
+        probe = _capture(encoder, block, pad_examples(examples[:4], pad_id))
+        h.update(probe.float().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def prefix_cache(encoder: nn.Module, block: nn.Module, examples: list[dict],
+                 pad_id: int, dtype: torch.dtype, batch_size: int = 64, progress: bool = False,
+                 desc: str = "cache") -> PrefixCache:
+    """A :class:`PrefixCache`, reused when one with the same content fingerprint was built in
+    this process (the schemes of one figure share a seed's data split and the frozen model, so
+    only the first of them pays for the frozen forward pass). Caches are read-only once built."""
+    key = _fingerprint(encoder, block, examples, pad_id, dtype)
+    if key in _MEMO:
+        _MEMO.move_to_end(key)
+        return _MEMO[key]
+    cache = PrefixCache(encoder, block, examples, pad_id, dtype, batch_size=batch_size,
+                        progress=progress, desc=desc)
+    _MEMO[key] = cache
+    while len(_MEMO) > MEMO_SIZE:
+        _MEMO.popitem(last=False)
+    return cache
 
 
 def pad_examples(examples: list[dict], pad_id: int, length: int | None = None

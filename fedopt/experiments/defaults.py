@@ -55,6 +55,7 @@ DEFAULTS["fig2"] = {
     "schemes": ["proposed", "fedlora", "full", "hetlora", "flexlora"],
     "target": 0.6,
     "window": 5,
+    "metric": "accuracy",  # accuracy: per-UE ensembles (3), ω-weighted | global_accuracy
     "lora_task": "sst2",
     "quick": {"run": {"rounds": 8}, "K": [6, 10], "seeds": 2, "target": 0.5, "window": 2},
 }

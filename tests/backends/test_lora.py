@@ -339,3 +339,27 @@ def test_float64_params_from_an_aggregation_rule_are_accepted(bert, glue):
     np.testing.assert_allclose(b.ue_loss, a.ue_loss, rtol=1e-6)
     pa, pb = be.probe(PAIRS, params), be.probe(PAIRS, wide)
     np.testing.assert_allclose(pb[0], pa[0], rtol=1e-6)
+
+
+def test_prefix_cache_is_reused_only_for_the_same_prefix_and_data(bert, roberta, glue):
+    """The schemes of one figure share a seed's split and the frozen model: the second backend
+    reuses the first one's cache (even with other adapters above the cut), which equals a cache
+    built from scratch; another model or another split gets its own."""
+    from fedopt.backends.lora_batched import PrefixCache
+
+    a = _backend(bert, glue)
+    a.init_modules(SPECS)
+    b = _backend(bert, glue)
+    b.init_modules([ModuleSpec(0, 4)])  # FedLoRA-like: one module, another rank, same cut
+    assert b.train.cache is a.train.cache and b.test.cache is a.test.cache
+    fresh = PrefixCache(b.encoder, b.layers[b.first], b.train.examples, b.pad_id, torch.float32)
+    assert torch.equal(fresh.flat, b.train.cache.flat) and torch.equal(fresh.offsets, b.train.cache.offsets)
+    other_model = _backend(roberta, glue)
+    other_model.init_modules([ModuleSpec(0, 4)])
+    assert other_model.train.cache is not a.train.cache
+    other_split = LoraBackend(CFG, POP, 1, model=str(bert), data_dir=str(glue), progress=False,
+                              log=lambda msg: None, cache_dtype="float32")
+    other_split.init_modules([ModuleSpec(0, 4)])
+    assert other_split.train.cache is not a.train.cache
+    assert not torch.equal(other_split.train.cache.lengths, a.train.cache.lengths) or \
+        not torch.equal(other_split.train.cache.flat, a.train.cache.flat)

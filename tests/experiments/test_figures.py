@@ -110,6 +110,31 @@ def test_fig2_quick(tmp_path):
             assert int(r["slots_per_round"]) == 1
 
 
+def test_fig2_global_metric_follows_the_runs_global_accuracy(tmp_path):
+    """metric: global_accuracy ranks convergence on the run's global test accuracy: the curves
+    equal a direct run's global_accuracy, and rounds-to-converge is recomputed from them."""
+    import yaml
+
+    from fedopt.experiments.training import run_config, run_one
+
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump({"metric": "global_accuracy", "schemes": ["proposed", "fedlora"],
+                                    "quick": {"K": [6], "seeds": 1, "run": {"rounds": 6},
+                                              "target": 0.3, "window": 2}}))
+    d, s = run_quick("fig2", tmp_path, "--config", str(path))
+    assert s["metric"] == "global_accuracy"
+    cfg = yaml.safe_load((d / "config.yaml").read_text())
+    direct = run_one("fedlora", run_config(cfg, "synthetic", 0, K=6))
+    curve = [float(r["accuracy"]) for r in read(d / "fig2_curves.csv") if r["scheme"] == "fedlora"]
+    np.testing.assert_allclose(curve, direct["global_accuracy"], rtol=0, atol=1e-12)
+    row = next(r for r in read(d / "fig2.csv") if r["scheme"] == "fedlora")
+    assert float(row["rounds_to_converge"]) == rounds_to_converge(direct["global_accuracy"], 0.3, 2)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("metric: loss\n")
+    assert main(["experiment", "fig2", "--quick", "--config", str(bad), "--out", str(tmp_path),
+                 "--no-progress"]) == 2
+
+
 def test_rounds_to_converge_by_hand():
     acc = [0.1, 0.5, 0.7, float("nan"), 0.9, 0.9]
     np.testing.assert_allclose(smoothed(acc, 2), [0.1, 0.3, 0.6, 0.7, 0.9, 0.9])
