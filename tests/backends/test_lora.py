@@ -17,69 +17,30 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 pytest.importorskip("transformers")
 
+from conftest import tiny_model, write_sst2  # noqa: E402  (tests/conftest.py)
+
 from fedopt.backends.base import ModuleSpec, PairBatch, weighted_mean_aggregate  # noqa: E402
 from fedopt.backends.glue import dirichlet_partition, load_task, read_tsv  # noqa: E402
 from fedopt.backends.lora import LoraBackend, save_run  # noqa: E402
-from fedopt.backends.lora_model import MeanPoolClassifier, default_model_path  # noqa: E402
+from fedopt.backends.lora_model import MeanPoolClassifier  # noqa: E402
 from fedopt.config import SystemConfig  # noqa: E402
 from fedopt.errors import ConfigError  # noqa: E402
 from fedopt.population import draw_population  # noqa: E402
 
-POS = ["good", "great", "fine", "love", "nice", "superb"]
-NEG = ["bad", "awful", "poor", "hate", "dull", "boring"]
-FILL = ["the", "movie", "was", "a", "plot", "and", "it", "film", "story", "actors", "very"]
 
-
-def _sentences(rng: np.random.Generator, n: int) -> tuple[list[str], np.ndarray]:
-    y = rng.integers(0, 2, n)
-    out = []
-    for label in y:
-        words = list(rng.choice(FILL, rng.integers(2, 18)))
-        for _ in range(rng.integers(1, 3)):
-            words.insert(rng.integers(0, len(words) + 1), rng.choice(POS if label else NEG))
-        out.append(" ".join(words))
-    return out, y
-
-
-def _write_sst2(root: Path, n_train: int = 400, n_dev: int = 60, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    d = root / "SST-2"
-    d.mkdir(parents=True)
-    for name, n in (("train", n_train), ("dev", n_dev)):
-        s, y = _sentences(rng, n)
-        (d / f"{name}.tsv").write_text("sentence\tlabel\n" + "".join(f"{a} \t{b}\n" for a, b in zip(s, y)))
-    return root
-
-
-def _tiny_model(folder: Path, kind: str) -> Path:
-    from transformers import AutoTokenizer, BertConfig, BertModel, RobertaConfig, RobertaModel
-
-    tok = AutoTokenizer.from_pretrained(str(default_model_path()))
-    common = dict(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-                  intermediate_size=64, max_position_embeddings=96, type_vocab_size=2)
-    torch.manual_seed(0)
-    if kind == "bert":
-        model = BertModel(BertConfig(**common))
-    else:
-        model = RobertaModel(RobertaConfig(**common, pad_token_id=tok.pad_token_id))
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
+@pytest.fixture(scope="module")
+def glue(tiny_glue) -> Path:
+    return tiny_glue
 
 
 @pytest.fixture(scope="module")
-def glue(tmp_path_factory) -> Path:
-    return _write_sst2(tmp_path_factory.mktemp("glue"))
-
-
-@pytest.fixture(scope="module")
-def bert(tmp_path_factory) -> Path:
-    return _tiny_model(tmp_path_factory.mktemp("bert"), "bert")
+def bert(tiny_bert) -> Path:
+    return tiny_bert
 
 
 @pytest.fixture(scope="module")
 def roberta(tmp_path_factory) -> Path:
-    return _tiny_model(tmp_path_factory.mktemp("roberta"), "roberta")
+    return tiny_model(tmp_path_factory.mktemp("roberta"), "roberta")
 
 
 CFG = SystemConfig(K=4, batch=4, data_min=30, data_max=60)
@@ -309,7 +270,7 @@ def test_evaluate_cli_matches_run_and_rejects_bad_tsv(bert, glue, tmp_path, caps
 
 def test_packaged_minilm_fast_path_matches_full_model(tmp_path):
     """Integration: the real all-MiniLM-L6-v2 weights, fp32 cache, fast == peft loop."""
-    data = _write_sst2(tmp_path / "glue", n_train=120, n_dev=24)
+    data = write_sst2(tmp_path / "glue", n_train=120, n_dev=24)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     cfg = SystemConfig(K=2, batch=4, data_min=30, data_max=40)
     pop = draw_population(cfg, 0)
