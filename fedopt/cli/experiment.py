@@ -33,6 +33,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="override a run key of the experiment (e.g. K=50, rounds=100)")
     p.add_argument("--out", default="results", help="output root; files go to OUT/<fig>/")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="fig2/fig4: run groups of runs (a seed, or a K and seed) in N processes")
+    p.add_argument("--resume", action="store_true",
+                   help="fig2/fig4: reuse the finished groups stored in OUT/<fig>/runs/")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,9 +49,16 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_experiment(args.figure, args.config, quick=args.quick)
     if args.set:
         cfg["run"] = {**cfg["run"], **parse_overrides(args.set)}
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs: must be >= 1, got {args.jobs}")
+    kw = {}
+    if args.figure in ("fig2", "fig4"):
+        kw = {"jobs": args.jobs, "resume": args.resume}
+    elif args.jobs != 1 or args.resume:
+        raise ConfigError(f"--jobs/--resume: only fig2 and fig4 run groups of training runs, not {args.figure}")
     fn = getattr(importlib.import_module(module), func)
     summary = fn(cfg, Path(args.out), backend=args.backend, seeds=args.seeds,
-                 progress=not args.no_progress)
+                 progress=not args.no_progress, **kw)
     d = Path(args.out) / args.figure
     print((d / f"{args.figure}.md").read_text())
     print(f"wrote {d}/ ({', '.join(sorted(p.name for p in d.iterdir()))})")

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .common import markdown_table, mean_std, out_dir, seed_list, write_config, write_rows
-from .training import rounds_to_converge, run_config, run_one
+from .training import rounds_to_converge, run_config, run_groups, run_one
 
 __all__ = ["run_fig2"]
 
@@ -33,8 +33,14 @@ LABELS = {"proposed": "Algorithm 2", "fedlora": "FedLoRA [4]", "full": "full-par
           "hetlora": "HetLoRA [6]", "flexlora": "FlexLoRA [7]"}
 
 
+def _group_runs(cfg: dict, backend: str, K: int, seed: int, schemes: list[str], extra: dict) -> dict:
+    """One (K, seed)'s schemes, in one process (they share its data split and prefix cache)."""
+    base = run_config(cfg, backend, seed, K=K, **extra)
+    return {name: run_one(name, base) for name in schemes}
+
+
 def run_fig2(cfg: dict, out, *, backend: str = "synthetic", seeds: int | None = None,
-             progress: bool = True) -> dict:
+             progress: bool = True, jobs: int = 1, resume: bool = False) -> dict:
     d = out_dir(out, "fig2")
     seeds_ = seed_list(cfg, seeds)
     Ks = [int(k) for k in cfg["K"]]
@@ -52,12 +58,17 @@ def run_fig2(cfg: dict, out, *, backend: str = "synthetic", seeds: int | None = 
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(seeds_) * len(Ks) * len(schemes), desc="fig2", unit="run")
+        bar = tqdm(total=len(seeds_) * len(Ks), desc="fig2", unit="group")
+    runs_cfg = {"run": cfg["run"]}  # what the runs depend on (target etc. do not)
+    tasks = [(f"K{K}_seed{seed}", runs_cfg, backend, K, seed, schemes, extra)
+             for K in Ks for seed in seeds_]
+    done = run_groups(_group_runs, tasks, d / "runs", jobs=jobs, resume=resume, bar=bar)
+    if bar is not None:
+        bar.close()
     for K in Ks:
         for seed in seeds_:
-            base = run_config(cfg, backend, seed, K=K, **extra)
             for name in schemes:
-                r = run_one(name, base)
+                r = done[f"K{K}_seed{seed}"][name]
                 T = len(r["accuracy"])
                 n = rounds_to_converge(r[metric], target, window)
                 slots = r["slots_per_round"]
@@ -72,10 +83,6 @@ def run_fig2(cfg: dict, out, *, backend: str = "synthetic", seeds: int | None = 
                     "mean_received": float(np.mean(r["received"])),
                 })
                 curves[(K, seed, name)] = r[metric]
-                if bar is not None:
-                    bar.update(1)
-    if bar is not None:
-        bar.close()
     write_rows(rows, d / "fig2.csv")
     write_rows([{"K": K, "seed": s, "scheme": n, "round": t + 1, "accuracy": a}
                 for (K, s, n), acc in curves.items() for t, a in enumerate(acc)],

@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from .common import band, markdown_table, mean_std, out_dir, seed_list, write_config, write_rows
-from .training import run_config, run_one
+from .training import run_config, run_groups, run_one
 
 __all__ = ["run_fig4"]
 
@@ -29,39 +29,50 @@ LABELS = {"proposed": "proposed (Alg. 2)", "greedy": "greedy", "one_shot": "one-
           "energy": "w/ energy constraints"}
 
 
+def _seed_runs(cfg: dict, backend: str, seed: int, schemes: list[str], extra: dict) -> dict:
+    """One seed's schemes, in one process (they share its data split and prefix cache)."""
+    base = run_config(cfg, backend, seed, **extra)
+    runs: dict[str, dict] = {}
+    budget = None
+    for name in schemes:
+        run = base
+        if name == "energy":
+            if "proposed" not in runs:
+                runs["proposed"] = run_one("proposed", base)
+            budget = float(cfg["budget_fraction"]) * float(np.mean(runs["proposed"]["energy"])) / base.system.K
+            run = base.replace(energy_budget=budget)
+        if name not in runs:
+            runs[name] = run_one(name, run)
+    return {"runs": runs, "budget": budget}
+
+
 def run_fig4(cfg: dict, out, *, backend: str = "synthetic", seeds: int | None = None,
-             progress: bool = True) -> dict:
+             progress: bool = True, jobs: int = 1, resume: bool = False) -> dict:
     d = out_dir(out, "fig4")
     seeds_ = seed_list(cfg, seeds)
     schemes = list(cfg["schemes"])
     extra = {}
     if backend == "lora":
         extra = {"task": cfg.get("lora_task", "qnli")}
-    runs: dict[tuple[str, int], dict] = {}
     t0 = time.perf_counter()
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(seeds_) * len(schemes), desc="fig4", unit="run")
-    budgets = {}
-    for seed in seeds_:
-        base = run_config(cfg, backend, seed, **extra)
-        for name in schemes:
-            run = base
-            if name == "energy":
-                if ("proposed", seed) not in runs:
-                    runs[("proposed", seed)] = run_one("proposed", base)
-                ref = runs[("proposed", seed)]
-                budget = float(cfg["budget_fraction"]) * float(np.mean(ref["energy"])) / base.system.K
-                budgets[seed] = budget
-                run = base.replace(energy_budget=budget)
-            if (name, seed) not in runs:
-                runs[(name, seed)] = run_one(name, run)
-            if bar is not None:
-                bar.update(1)
+        bar = tqdm(total=len(seeds_), desc="fig4", unit="seed")
+    runs_cfg = {"run": cfg["run"], "budget_fraction": cfg["budget_fraction"]}
+    tasks = [(f"seed{seed}", runs_cfg, backend, seed, schemes, extra) for seed in seeds_]
+    done = run_groups(_seed_runs, tasks, d / "runs", jobs=jobs, resume=resume, bar=bar)
     if bar is not None:
         bar.close()
+    runs: dict[tuple[str, int], dict] = {}
+    budgets = {}
+    for seed in seeds_:
+        group = done[f"seed{seed}"]
+        for name, r in group["runs"].items():
+            runs[(name, seed)] = r
+        if group["budget"] is not None:
+            budgets[seed] = group["budget"]
     T = len(next(iter(runs.values()))["accuracy"])
     rows = []
     for (name, seed), r in runs.items():

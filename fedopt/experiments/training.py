@@ -1,13 +1,25 @@
-"""Training-run plumbing shared by Figs. 2 and 4: schemes × seeds through the runtime."""
+"""Training-run plumbing shared by Figs. 2 and 4: schemes × seeds through the runtime.
+
+A figure's runs come in *groups* (Fig. 2: one K and seed; Fig. 4: one seed), whose schemes run
+one after another in one process, so they share the seed's data split and the LoRA backend's
+frozen-prefix cache. :func:`run_groups` runs the groups, in ``jobs`` worker processes if asked,
+and stores each finished group as ``<out>/runs/<tag>.json``: with ``resume`` a restarted
+figure reuses the groups whose stored config matches, so a long lora run that is interrupted
+loses at most the groups in flight.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["run_config", "run_one", "rounds_to_converge", "smoothed"]
+__all__ = ["run_config", "run_one", "run_groups", "rounds_to_converge", "smoothed"]
 
 
 def run_config(cfg: dict, backend: str, seed: int, **changes: Any):
@@ -29,6 +41,64 @@ def run_one(scheme: str, run, **kw) -> dict[str, Any]:
     s["received"] = [r["received"] for r in rows]
     s["subscriptions"] = [r["subscriptions"] for r in rows]
     return s
+
+
+def _jsonable(x):
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def _store_key(task: tuple) -> str:
+    return hashlib.sha1(json.dumps(task[1:], sort_keys=True, default=_jsonable).encode()).hexdigest()
+
+
+def run_groups(func: Callable[..., dict], tasks: list[tuple], store: Path, *, jobs: int = 1,
+               resume: bool = False, bar=None) -> dict[str, dict]:
+    """Run ``func(*task[1:])`` for every task ``(tag, *args)`` and return {tag: result}.
+
+    ``func`` must be a module-level function (workers pickle it) that returns a JSON-able
+    dict. Each result is written to ``store/<tag>.json`` with a hash of its arguments; with
+    ``resume`` a stored result whose hash matches is loaded instead of recomputed. ``jobs`` > 1
+    runs the groups in that many spawned processes (set the backend's ``threads`` so that
+    jobs × threads fits the cores)."""
+    store.mkdir(parents=True, exist_ok=True)
+    out: dict[str, dict] = {}
+    todo = []
+    for task in tasks:
+        path = store / f"{task[0]}.json"
+        if resume and path.is_file():
+            data = json.loads(path.read_text())
+            if data.get("key") == _store_key(task):
+                out[task[0]] = data["result"]
+                if bar is not None:
+                    bar.update(1)
+                continue
+        todo.append(task)
+
+    def keep(task, result):
+        path = store / f"{task[0]}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"key": _store_key(task), "result": result}, default=_jsonable))
+        tmp.replace(path)  # atomic: an interrupted write never leaves a half file
+        out[task[0]] = json.loads(path.read_text())["result"]
+        if bar is not None:
+            bar.update(1)
+
+    if jobs <= 1 or len(todo) <= 1:
+        for task in todo:
+            keep(task, func(*task[1:]))
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(func, *task[1:]): task for task in todo}
+            for fut in as_completed(futures):
+                keep(futures[fut], fut.result())
+    return out
 
 
 def smoothed(acc, window: int) -> np.ndarray:

@@ -135,6 +135,27 @@ def test_fig2_global_metric_follows_the_runs_global_accuracy(tmp_path):
                  "--no-progress"]) == 2
 
 
+def test_fig2_jobs_and_resume(tmp_path):
+    """--jobs 2 gives the sequential run's CSV byte for byte; --resume loads the stored groups
+    (a tampered stored curve shows up), a plain rerun recomputes them (the tamper is gone)."""
+    one, _ = run_quick("fig2", tmp_path / "one")
+    two, _ = run_quick("fig2", tmp_path / "two", "--jobs", "2")
+    assert (one / "fig2.csv").read_text() == (two / "fig2.csv").read_text()
+    stored = two / "runs" / "K6_seed0.json"
+    data = json.loads(stored.read_text())
+    data["result"]["fedlora"]["accuracy"] = [0.987654] * len(data["result"]["fedlora"]["accuracy"])
+    stored.write_text(json.dumps(data))
+
+    def fedlora_final(d):
+        return next(float(r["final_accuracy"]) for r in read(d / "fig2.csv")
+                    if r["scheme"] == "fedlora" and r["K"] == "6" and r["seed"] == "0")
+
+    resumed, _ = run_quick("fig2", tmp_path / "two", "--resume")
+    assert fedlora_final(resumed) == pytest.approx(0.987654)
+    rerun, _ = run_quick("fig2", tmp_path / "two")
+    assert fedlora_final(rerun) == fedlora_final(one)
+
+
 def test_rounds_to_converge_by_hand():
     acc = [0.1, 0.5, 0.7, float("nan"), 0.9, 0.9]
     np.testing.assert_allclose(smoothed(acc, 2), [0.1, 0.3, 0.6, 0.7, 0.9, 0.9])
@@ -147,6 +168,8 @@ def test_rounds_to_converge_by_hand():
     ["experiment", "fig3", "--seeds", "0"],
     ["experiment", "fig3", "--quick", "--set", "K=-1"],
     ["experiment", "fig3", "--config", "/nonexistent/fig3.yaml"],
+    ["experiment", "fig3", "--quick", "--jobs", "2"],
+    ["experiment", "fig2", "--quick", "--jobs", "0"],
 ])
 def test_bad_input_exits_2(argv, tmp_path, capsys):
     try:
