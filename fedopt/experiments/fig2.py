@@ -48,6 +48,8 @@ def run_fig2(cfg: dict, out, *, backend: str = "synthetic", seeds: int | None = 
     if backend != "synthetic" and "full" in schemes:
         schemes.remove("full")  # the LoRA backend trains LoRA modules only (see baselines)
     extra = {"task": cfg.get("lora_task", "sst2")} if backend == "lora" else {}
+    if backend == "lora" and not progress:
+        extra["progress"] = False  # the backend's prefix-cache bars too
     target, window = float(cfg["target"]), int(cfg["window"])
     metric = str(cfg.get("metric", "accuracy"))
     if metric not in METRICS:

@@ -54,6 +54,8 @@ def run_fig4(cfg: dict, out, *, backend: str = "synthetic", seeds: int | None = 
     extra = {}
     if backend == "lora":
         extra = {"task": cfg.get("lora_task", "qnli")}
+        if not progress:
+            extra["progress"] = False  # the backend's prefix-cache bars too
     t0 = time.perf_counter()
     bar = None
     if progress:

@@ -52,7 +52,10 @@ def _jsonable(x):
 
 
 def _store_key(task: tuple) -> str:
-    return hashlib.sha1(json.dumps(task[1:], sort_keys=True, default=_jsonable).encode()).hexdigest()
+    # a progress flag in a dict argument does not change the result
+    args = [{k: v for k, v in a.items() if k != "progress"} if isinstance(a, dict) else a
+            for a in task[1:]]
+    return hashlib.sha1(json.dumps(args, sort_keys=True, default=_jsonable).encode()).hexdigest()
 
 
 def run_groups(func: Callable[..., dict], tasks: list[tuple], store: Path, *, jobs: int = 1,
