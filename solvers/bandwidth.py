@@ -84,14 +84,17 @@ def _finish(inst, b, method, status, iterations, t0, bound, tol, extras) -> Solu
 
 
 def solve_bandwidth(instance: BandwidthInstance, method: str = "auto", tol: float = 1e-9,
-                    time_limit: float = 60.0) -> Solution:
+                    time_limit: float = 60.0, eps: float = 1e-12) -> Solution:
     """Solve the bandwidth problem (16) for ``instance``; ``x`` is b with shape (N,).
 
     ``tol`` is the relative gap below which a result is certified ``optimal``;
-    ``time_limit`` (seconds) bounds ``global``, ``scip`` and ``ipopt``.
+    ``time_limit`` (seconds) bounds ``global``, ``scip`` and ``ipopt``; ``eps`` is
+    Algorithm 1's stopping tolerance ε (``alg1`` only: relative budget residual or ν interval).
     """
     if method not in BANDWIDTH_METHODS:
         raise ValueError(f"unknown bandwidth method {method!r}; known: {', '.join(BANDWIDTH_METHODS)}")
+    if not (isinstance(eps, (int, float)) and 0 < eps < 1):
+        raise ValueError(f"eps: Algorithm 1's tolerance must be in (0, 1), got {eps!r}")
     t0 = time.perf_counter()
     if method in ("auto", "global"):
         from . import _bandwidth_global
@@ -106,7 +109,7 @@ def solve_bandwidth(instance: BandwidthInstance, method: str = "auto", tol: floa
     if method == "alg1":
         from ._bandwidth_local import solve_alg1
 
-        b, nu, it, bound, n1 = solve_alg1(instance)
+        b, nu, it, bound, n1 = solve_alg1(instance, eps=eps)
         return _finish(instance, b, method, "feasible", it, t0, bound, tol,
                        {"nu": nu, "tier1_iterations": n1})
     if method == "scip":

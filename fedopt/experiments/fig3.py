@@ -50,10 +50,6 @@ def run_fig3(cfg: dict, out, *, backend: str = "synthetic", seeds: int | None = 
     from ..solvers import solve_bandwidth
     from ..units import parse_quantity
 
-    try:
-        from ..solvers._bandwidth_local import solve_alg1
-    except ImportError as exc:  # Algorithm 1 with an explicit ε
-        raise ConfigError(f"fig3: Algorithm 1 is not available ({exc})") from None
     d = out_dir(out, "fig3")
     eps_list = [float(e) for e in cfg["eps"]]
     n0_list = [parse_quantity(v, "psd") if isinstance(v, str) else float(v)
@@ -82,7 +78,8 @@ def run_fig3(cfg: dict, out, *, backend: str = "synthetic", seeds: int | None = 
         base = _instance(sys_, x, p, sys_.a)
         nu_max = float(np.max(base.c / base.b_min**2))  # Algorithm 1's initial ν bracket
         for eps in eps_list:
-            _, nu, it, _, _ = solve_alg1(base, eps=eps)
+            sol = solve_bandwidth(base, method="alg1", eps=eps)
+            nu, it = sol.extras["nu"], sol.iterations
             it_rows.append({"seed": seed, "eps": eps, "iterations": it, "pairs": base.n,
                             "nu": nu, "nu_max": nu_max})
         for rho, n0 in [(r, n) for r in rhos for n in n0_list]:

@@ -235,3 +235,21 @@ def test_edge_cases_vs_grid(w, a, c, lo, hi, budget):
     ref = _grid_reference(inst)
     assert sol.status == "optimal"
     assert sol.objective <= ref + 1e-12 * abs(ref)
+
+
+def test_alg1_eps_trades_iterations_for_accuracy():
+    """solve_bandwidth(method='alg1', eps=ε): tier-2 iterations grow as ε shrinks (bisection on
+    ν: about log2(1/ε)), and the objective approaches the certified global optimum."""
+    inst = random_bandwidth(12, "defaults", seed=5)
+    ref = solve_bandwidth(inst, method="global")
+    assert ref.status == "optimal"
+    its, gaps = [], []
+    for eps in (1e-2, 1e-6, 1e-12):
+        s = solve_bandwidth(inst, method="alg1", eps=eps)
+        its.append(s.iterations)
+        gaps.append(abs(s.objective - ref.objective))
+    assert its[0] < its[1] < its[2]
+    assert its[2] - its[1] >= 0.8 * 6 * math.log2(10)  # six more decades of ν bisection
+    assert gaps[2] <= gaps[0] + 1e-15
+    with pytest.raises(ValueError, match="eps"):
+        solve_bandwidth(inst, method="alg1", eps=0.0)
