@@ -13,7 +13,6 @@ import sys
 import time
 from dataclasses import dataclass
 
-import cvxpy as cp
 import numpy as np
 
 from ..errors import InstanceError
@@ -23,7 +22,7 @@ from .projection import systematic_round
 
 __all__ = ["HindsightResult", "solve_hindsight", "hindsight"]
 
-SOLVERS = {"highs": cp.HIGHS, "clarabel": cp.CLARABEL}
+SOLVERS = {"highs": "HIGHS", "clarabel": "CLARABEL"}  # CVXPY's solver names (cvxpy imported lazily)
 
 
 @dataclass(frozen=True)
