@@ -73,8 +73,11 @@ def run_groups(func: Callable[..., dict], tasks: list[tuple], store: Path, *, jo
     for task in tasks:
         path = store / f"{task[0]}.json"
         if resume and path.is_file():
-            data = json.loads(path.read_text())
-            if data.get("key") == _store_key(task):
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError):
+                data = {}  # unreadable or hand-edited into invalid JSON: run it again
+            if isinstance(data, dict) and data.get("key") == _store_key(task) and "result" in data:
                 out[task[0]] = data["result"]
                 if bar is not None:
                     bar.update(1)
@@ -84,9 +87,10 @@ def run_groups(func: Callable[..., dict], tasks: list[tuple], store: Path, *, jo
     def keep(task, result):
         path = store / f"{task[0]}.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"key": _store_key(task), "result": result}, default=_jsonable))
+        text = json.dumps({"key": _store_key(task), "result": result}, default=_jsonable)
+        tmp.write_text(text)
         tmp.replace(path)  # atomic: an interrupted write never leaves a half file
-        out[task[0]] = json.loads(path.read_text())["result"]
+        out[task[0]] = json.loads(text)["result"]  # as a resumed run would see it
         if bar is not None:
             bar.update(1)
 

@@ -154,6 +154,10 @@ def test_fig2_jobs_and_resume(tmp_path):
     assert fedlora_final(resumed) == pytest.approx(0.987654)
     rerun, _ = run_quick("fig2", tmp_path / "two")
     assert fedlora_final(rerun) == fedlora_final(one)
+    stored.write_text("{not json")  # a corrupt store is run again, not a traceback
+    healed, _ = run_quick("fig2", tmp_path / "two", "--resume")
+    assert fedlora_final(healed) == fedlora_final(one)
+    assert json.loads(stored.read_text())["result"]["fedlora"]["accuracy"][0] != 0.987654
 
 
 def test_rounds_to_converge_by_hand():
