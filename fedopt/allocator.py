@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._checks import bool_mask, choice, integer, numeric_array, real
 from .costs import (
     RoundSystem,
     nominal_allocation,
@@ -99,10 +100,7 @@ class Allocation:
 
 
 def _vec(name: str, v, K: int, positive: bool = False, allow_zero: bool = True) -> np.ndarray:
-    try:
-        arr = np.asarray(v, dtype=float)
-    except (TypeError, ValueError):
-        raise InstanceError(f"state.{name}: must be numeric") from None
+    arr = numeric_array(f"state.{name}", v)
     if arr.shape != (K,):
         raise InstanceError(f"state.{name}: shape {arr.shape}, expected ({K},) (one per UE)")
     bad = np.flatnonzero(~np.isfinite(arr))
@@ -117,7 +115,11 @@ def _vec(name: str, v, K: int, positive: bool = False, allow_zero: bool = True) 
 
 
 def check_state(state: RoundState, M: int | None = None) -> None:
-    """One-line :class:`InstanceError` for a malformed :class:`RoundState`."""
+    """One-line :class:`InstanceError` for a malformed :class:`RoundState` (``TypeError`` for a
+    wrong type: a string where a number or a boolean belongs)."""
+    if not isinstance(state, RoundState):
+        raise TypeError(f"state: expected a RoundState, got {type(state).__name__}")
+    integer("state.t", state.t)
     K = int(np.shape(state.distance)[0]) if np.ndim(state.distance) == 1 else -1
     if K <= 0:
         raise InstanceError(f"state.distance: expected shape (K,), got {np.shape(state.distance)}")
@@ -129,7 +131,7 @@ def check_state(state: RoundState, M: int | None = None) -> None:
     _vec("cycles_per_bit", state.cycles_per_bit, K, positive=True, allow_zero=False)
     _vec("samples", state.samples, K, positive=True)
     for name in ("loss", "grad_sq"):
-        arr = np.asarray(getattr(state, name), dtype=float)
+        arr = numeric_array(f"state.{name}", getattr(state, name))
         if arr.ndim != 2 or arr.shape[0] != K:
             raise InstanceError(f"state.{name}: shape {arr.shape}, expected (K, M) with K = {K} UEs")
         if M is not None and arr.shape[1] != M:
@@ -143,8 +145,8 @@ def check_state(state: RoundState, M: int | None = None) -> None:
         raise InstanceError("state.grad_sq: a squared gradient norm is negative")
     if state.fading is not None:
         _vec("fading", state.fading, K, positive=True, allow_zero=False)
-    if state.available is not None and np.shape(state.available) != (K,):
-        raise InstanceError(f"state.available: shape {np.shape(state.available)}, expected ({K},)")
+    if state.available is not None:
+        bool_mask("state.available", state.available, (K,))
 
 
 class RoundAllocator:
@@ -176,17 +178,33 @@ class RoundAllocator:
                  tol: float = 1e-6, max_iter: int = 30, policy_params: dict | None = None,
                  on_infeasible: str = "raise", seed: int = 0, joint_max_evals: int = 3000,
                  escapes: int = 10, warm_start: bool = True, grid_start: bool = True):
+        from .config import SystemConfig
         from .online import SwitchingPolicy, make_policy
 
+        if not isinstance(config, SystemConfig):
+            raise TypeError(f"config: expected a SystemConfig, got {type(config).__name__}")
+        if not isinstance(policy, (str, SwitchingPolicy)):
+            raise TypeError(f"policy: expected a policy name or a SwitchingPolicy, got "
+                            f"{type(policy).__name__}")
+        for name, method in (("power_method", power_method), ("bandwidth_method", bandwidth_method)):
+            if method is not None and not isinstance(method, str):
+                raise TypeError(f"{name}: expected a method name, got {type(method).__name__}")
+        if policy_params is not None and not isinstance(policy_params, dict):
+            raise TypeError(f"policy_params: expected a dict, got {type(policy_params).__name__}")
+        choice("on_infeasible", on_infeasible, ("raise", "flag"))
+        tol = real("tol", tol, 0.0, strict=True)
+        max_iter = integer("max_iter", max_iter, 1)
+        seed = integer("seed", seed, 0)
+        joint_max_evals = integer("joint_max_evals", joint_max_evals, 1)
+        escapes = integer("escapes", escapes, 0)
         self.config = config
         M = int(config.M)
-        self.S = np.asarray(config.nominal_module_bits() if module_bits is None else module_bits, float)
-        self.phi = np.asarray(config.phi() if phi is None else phi, float)
+        self.S = numeric_array("module_bits", config.nominal_module_bits() if module_bits is None
+                               else module_bits)
+        self.phi = numeric_array("phi", config.phi() if phi is None else phi)
         for name, v in (("module_bits", self.S), ("phi", self.phi)):
             if v.shape != (M,) or not np.all(np.isfinite(v)) or np.any(v <= 0):
                 raise InstanceError(f"{name}: expected {M} positive finite values, got {v.tolist()}")
-        if on_infeasible not in ("raise", "flag"):
-            raise InstanceError(f"on_infeasible: 'raise' or 'flag', got {on_infeasible!r}")
         if config.beta > config.M_max:
             raise InstanceError(f"beta: {config.beta:g} exceeds M_max = {config.M_max}")
         from fedopt.solvers import BANDWIDTH_METHODS, POWER_METHODS
@@ -238,6 +256,11 @@ class RoundAllocator:
                               "prev_p": self.prev_p, "prev_mean_b": self.prev_mean_b})
 
     def load_state_dict(self, d: dict) -> None:
+        if not isinstance(d, dict):
+            raise TypeError(f"state_dict: expected a dict, got {type(d).__name__}")
+        missing = [k for k in ("policy", "estimator", "prev_p", "prev_mean_b") if k not in d]
+        if missing:
+            raise InstanceError(f"state_dict: missing key '{missing[0]}' (not from state_dict())")
         d = copy.deepcopy(d)
         self.policy_state = d["policy"]
         self.estimator = d["estimator"]
@@ -287,7 +310,7 @@ class RoundAllocator:
         self.estimator = switching_update(self.estimator, state.loss, state.grad_sq, state.t)
         sys_ = self.system(state)
         available = (np.ones(K, bool) if state.available is None
-                     else np.asarray(state.available, bool))
+                     else bool_mask("state.available", state.available, (K,)))
         feasible = np.isfinite(sys_.b_min) & available[:, None]
         stranded = available & ~np.isfinite(sys_.b_min).any(axis=1)
         if cfg.beta > 0 and stranded.any() and self.on_infeasible == "raise":

@@ -17,6 +17,7 @@ from __future__ import annotations
 from .base import (
     PolicyState,
     SwitchingPolicy,
+    _check_common,
     best_vertex,
     check_round_inputs,
     record_outcome,
@@ -63,13 +64,17 @@ def make_policy(name: str, beta: float, M_max: int, **params) -> SwitchingPolicy
     """Build a policy by name (scipy-style dispatch). Unknown names list the known ones."""
     if isinstance(name, SwitchingPolicy):
         return name
+    if not isinstance(name, str):
+        raise TypeError(f"policy: expected a policy name, got {type(name).__name__}")
+    beta, M_max = _check_common(beta, M_max, params.get("seed", 0),
+                                params.get("on_infeasible", "raise"))
     try:
         factory = POLICIES[name]
     except KeyError:
         raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}") from None
-    if float(beta) > M_max:
+    if beta > M_max:
         from ..errors import InstanceError
 
-        raise InstanceError(f"beta: {float(beta):g} exceeds M_max = {M_max}; the participation "
+        raise InstanceError(f"beta: {beta:g} exceeds M_max = {M_max}; the participation "
                             f"floor (7f) cannot be met")
     return factory(beta, M_max, **params)

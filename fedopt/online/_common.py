@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._checks import integer
 from .base import PolicyState
 
 
 def base_state(K: int, M: int, seed: int) -> PolicyState:
+    K, M = integer("K", K, 1), integer("M", M, 1)
     return {
         "K": int(K),
         "M": int(M),

@@ -15,13 +15,13 @@ dual updates that depend on the played round are applied at the start of the nex
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from .._checks import bool_mask, choice, integer, numeric_array, real
 from ..errors import InstanceError
 
 __all__ = [
@@ -60,33 +60,33 @@ class SwitchingPolicy:
 
 
 def check_round_inputs(costs, feasible, state: PolicyState, beta: float, M_max: int,
-                       active=None, energy=None, on_infeasible: str = "raise"
+                       active=None, energy=None, on_infeasible: str = "raise", *, t=None
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Validate one round's inputs; return (costs, feasible, active, stranded).
 
     One-line :class:`InstanceError` for a K×M mismatch, NaN/inf costs, and a present UE with no
     feasible pair while β > 0 (unless ``on_infeasible == 'flag'``: then ``stranded`` (K,) bool
-    marks those UEs and the caller reports them).
+    marks those UEs and the caller reports them). A wrong type (a string cost, a NaN or
+    ``"no"`` in a mask, a float round index ``t``) is a ``TypeError``.
     """
+    if not isinstance(state, dict) or "K" not in state or "M" not in state:
+        raise TypeError(f"state: expected the policy state from init(K, M), got {type(state).__name__}")
+    if t is not None:
+        integer("t", t)
     K, M = int(state["K"]), int(state["M"])
-    costs = np.asarray(costs, dtype=float)
+    costs = numeric_array("costs", costs)
     if costs.shape != (K, M):
         raise InstanceError(f"costs: shape {costs.shape} does not match the policy's K×M = ({K}, {M})")
     bad = np.argwhere(~np.isfinite(costs))
     if bad.size:
         k, m = bad[0]
         raise InstanceError(f"costs[{k}, {m}] is {costs[k, m]}; every cost u_(k,m) must be finite")
-    feasible = np.asarray(feasible, dtype=bool)
+    feasible = bool_mask("feasible", feasible)
     if feasible.shape != (K, M):
         raise InstanceError(f"feasible: shape {feasible.shape} does not match K×M = ({K}, {M})")
-    if active is None:
-        active = np.ones(K, dtype=bool)
-    else:
-        active = np.asarray(active, dtype=bool)
-        if active.shape != (K,):
-            raise InstanceError(f"active: shape {active.shape}, expected ({K},)")
+    active = np.ones(K, dtype=bool) if active is None else bool_mask("active", active, (K,))
     if energy is not None:
-        energy = np.asarray(energy, dtype=float)
+        energy = numeric_array("energy", energy)
         if energy.shape != (K, M) or not np.all(np.isfinite(energy)):
             raise InstanceError(f"energy: expected a finite ({K}, {M}) array, got shape {energy.shape}")
     if beta > M_max:
@@ -116,11 +116,13 @@ def best_vertex(scores: np.ndarray, feasible: np.ndarray, M_max: int) -> np.ndar
 def record_outcome(state: PolicyState, x: np.ndarray, energy: np.ndarray | None = None) -> PolicyState:
     """Write back the decision that was actually played (and its per-UE energy E_k^t, (K,) or
     (K, M) per pair) so the next ``update`` charges queues and duals with the real round."""
+    if not isinstance(state, dict):
+        raise TypeError(f"state: expected a policy state dict, got {type(state).__name__}")
     new = dict(state)
-    x = np.asarray(x, dtype=np.int8)
+    x = bool_mask("x", x).astype(np.int8)
     new["played"] = x.copy()
     if energy is not None:
-        e = np.asarray(energy, dtype=float)
+        e = numeric_array("energy", energy)
         new["played_energy"] = (e * x).sum(axis=1) if e.ndim == 2 else e.copy()
     return new
 
@@ -150,7 +152,13 @@ def state_from_json(text: str) -> PolicyState:
 
 
 def _finite(name: str, v: float, lo: float = 0.0) -> float:
-    v = float(v)
-    if not math.isfinite(v) or v < lo:
-        raise InstanceError(f"{name}: must be a finite number >= {lo:g}, got {v}")
-    return v
+    return real(name, v, lo)
+
+
+def _check_common(beta, M_max, seed, on_infeasible: str = "raise") -> tuple[float, int]:
+    """The arguments every policy factory shares; returns (beta, M_max)."""
+    beta = real("beta", beta, 0.0)
+    M_max = integer("M_max", M_max, 1)
+    integer("seed", seed, 0)
+    choice("on_infeasible", on_infeasible, ("raise", "flag"))
+    return beta, M_max

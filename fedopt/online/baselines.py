@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from ._common import base_state
-from .base import SwitchingPolicy, _finite, best_vertex, check_round_inputs
+from .base import SwitchingPolicy, _check_common, best_vertex, check_round_inputs
 
 __all__ = ["greedy", "one_shot"]
 
@@ -16,14 +16,14 @@ def greedy(beta: float, M_max: int, *, seed: int = 0, on_infeasible: str = "rais
     """Minimise ⟨u^t, x⟩ over 𝒳 ∩ {0,1}^M each round, ignoring (7f): the paper's greedy
     baseline. It schedules only pairs with negative cost, so it violates the participation
     floor whenever energy outweighs the risk reduction (the effect discussed with Fig. 4)."""
-    beta = _finite("beta", beta)
+    beta, M_max = _check_common(beta, M_max, seed, on_infeasible)
 
     def init(K: int, M: int) -> dict:
         return base_state(K, M, seed)
 
     def update(costs, feasible, t, state, *, energy=None, active=None):
         costs, feasible, _, _ = check_round_inputs(
-            costs, feasible, state, beta, M_max, active, energy, on_infeasible)
+            costs, feasible, state, beta, M_max, active, energy, on_infeasible, t=t)
         x = best_vertex(costs, feasible, M_max)
         return x, {**state, "played": x, "t": int(t), "has_played": 1}
 
@@ -38,7 +38,7 @@ def one_shot(beta: float, M_max: int, *, seed: int = 0, on_infeasible: str = "ra
     cost, up to M_max. Later rounds replay it; a pair that becomes infeasible (or a UE that is
     absent) is skipped that round.
     """
-    beta = _finite("beta", beta)
+    beta, M_max = _check_common(beta, M_max, seed, on_infeasible)
     need = min(M_max, math.ceil(beta))
 
     def init(K: int, M: int) -> dict:
@@ -49,7 +49,7 @@ def one_shot(beta: float, M_max: int, *, seed: int = 0, on_infeasible: str = "ra
 
     def update(costs, feasible, t, state, *, energy=None, active=None):
         costs, feasible, _, _ = check_round_inputs(
-            costs, feasible, state, beta, M_max, active, energy, on_infeasible)
+            costs, feasible, state, beta, M_max, active, energy, on_infeasible, t=t)
         assignment, fixed = state["assignment"].copy(), state["fixed"].copy()
         todo = (fixed == 0) & feasible.any(axis=1)  # a UE switches once: when it first can
         if todo.any():

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._checks import bool_mask, numeric_array, real
 from ..errors import InstanceError
 from ._common import base_state, round_rng
-from .base import SwitchingPolicy, _finite, check_round_inputs
+from .base import SwitchingPolicy, _check_common, check_round_inputs
 from .projection import systematic_round
 
 __all__ = ["HindsightResult", "solve_hindsight", "hindsight"]
@@ -47,12 +48,22 @@ def solve_hindsight(costs, feasible, beta: float, M_max: int, *, energy=None,
     """Solve the hindsight LP of (8) with every u^t known. Arrays are (T, K, M)."""
     from fedopt.models.hindsight import hindsight_problem
 
-    costs = np.asarray(costs, dtype=float)
+    beta, M_max = _check_common(beta, M_max, 0)
+    energy_budget = real("energy_budget", energy_budget, 0.0)
+    if not isinstance(solver, str):
+        raise TypeError(f"solver: expected a solver name, got {type(solver).__name__}")
+    costs = numeric_array("costs", costs)
     if costs.ndim != 3:
         raise InstanceError(f"costs: expected shape (T, K, M), got {costs.shape}")
     if not np.all(np.isfinite(costs)):
         raise InstanceError("costs: every u_(k,m)^t must be finite")
-    feasible = np.broadcast_to(np.asarray(feasible, dtype=bool), costs.shape)
+    try:
+        feasible = np.broadcast_to(bool_mask("feasible", feasible), costs.shape)
+    except ValueError:
+        raise InstanceError(f"feasible: shape {np.shape(feasible)} does not broadcast to the "
+                            f"costs' {costs.shape}") from None
+    if energy is not None:
+        energy = numeric_array("energy", energy)
     if beta > M_max:
         raise InstanceError(f"beta: {beta:g} exceeds M_max = {M_max}")
     reach = feasible.sum(axis=(0, 2)).clip(max=None)
@@ -95,7 +106,7 @@ def hindsight(beta: float, M_max: int, *, costs, feasible=True, energy=None,
               energy_budget: float = 0.0, solver: str = "highs", seed: int = 0) -> SwitchingPolicy:
     """A policy that knows every u^t: it solves the hindsight LP once and, in round t, plays a
     systematic rounding of its x^t (E[x] = x^t)."""
-    beta = _finite("beta", beta)
+    beta, M_max = _check_common(beta, M_max, seed, "flag")
     result = solve_hindsight(costs, feasible, beta, M_max, energy=energy,
                              energy_budget=energy_budget, solver=solver)
 
@@ -106,7 +117,7 @@ def hindsight(beta: float, M_max: int, *, costs, feasible=True, energy=None,
 
     def update(costs_t, feasible_t, t, state, *, energy=None, active=None):
         _, feasible_t, _, _ = check_round_inputs(costs_t, feasible_t, state, beta, M_max, active,
-                                                 energy, "flag")
+                                                 energy, "flag", t=t)
         if not 0 <= t < result.x.shape[0]:
             raise InstanceError(f"t = {t} is outside the hindsight horizon T = {result.x.shape[0]}")
         x = systematic_round(np.where(feasible_t, result.x[t], 0.0), M_max, round_rng(state, t))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._common import base_state, normalised
-from .base import SwitchingPolicy, _finite, best_vertex, check_round_inputs
+from .base import SwitchingPolicy, _check_common, _finite, best_vertex, check_round_inputs
 
 __all__ = ["lyapunov"]
 
@@ -30,8 +30,10 @@ def lyapunov(beta: float, M_max: int, *, V: float = 20.0, Z0: float | None = Non
     already schedule the pairs cheaper than half the UE's mean normalised cost instead of waiting
     for the queue to build up (which would front-load the violation).
     """
-    beta = _finite("beta", beta)
+    beta, M_max = _check_common(beta, M_max, seed, on_infeasible)
     V = _finite("V", V)
+    if Z0 is not None:
+        Z0 = _finite("Z0", Z0)
     energy_budget = _finite("energy_budget", energy_budget)
 
     def init(K: int, M: int) -> dict:
@@ -42,7 +44,7 @@ def lyapunov(beta: float, M_max: int, *, V: float = 20.0, Z0: float | None = Non
 
     def update(costs, feasible, t, state, *, energy=None, active=None):
         costs, feasible, active, _ = check_round_inputs(
-            costs, feasible, state, beta, M_max, active, energy, on_infeasible)
+            costs, feasible, state, beta, M_max, active, energy, on_infeasible, t=t)
         u, state = normalised(costs, state)
         Z, Y = state["Z"], state["Y"]
         if state["has_played"]:

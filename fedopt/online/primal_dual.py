@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._common import base_state, normalised, round_rng
-from .base import SwitchingPolicy, _finite, check_round_inputs
+from .base import SwitchingPolicy, _check_common, _finite, check_round_inputs
 from .projection import project_capped_simplex, systematic_round
 
 __all__ = ["primal_dual"]
@@ -36,7 +36,8 @@ def primal_dual(beta: float, M_max: int, *, eta_x: float = 100.0, eta_lambda: fl
     η_λ / sqrt(1 + decay·n) after n dual steps (0: constant, which tracks drifting costs);
     ``lambda0`` is the initial multiplier.
     """
-    beta = _finite("beta", beta)
+    beta, M_max = _check_common(beta, M_max, seed, on_infeasible)
+    decay, lambda0 = _finite("decay", decay), _finite("lambda0", lambda0)
     eta_x, eta_lambda, delta = (_finite(n, v) for n, v in
                                 (("eta_x", eta_x), ("eta_lambda", eta_lambda), ("delta", delta)))
     energy_budget = _finite("energy_budget", energy_budget)
@@ -51,7 +52,7 @@ def primal_dual(beta: float, M_max: int, *, eta_x: float = 100.0, eta_lambda: fl
 
     def update(costs, feasible, t, state, *, energy=None, active=None):
         costs, feasible, active, _ = check_round_inputs(
-            costs, feasible, state, beta, M_max, active, energy, on_infeasible)
+            costs, feasible, state, beta, M_max, active, energy, on_infeasible, t=t)
         u, state = normalised(costs, state)
         lam, mu = state["lam"], state["mu"]
         n_dual = int(state["n_dual"])

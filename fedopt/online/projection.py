@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._checks import bool_mask, integer, numeric_array, real
+from ..errors import InstanceError
+
 __all__ = ["project_capped_simplex", "systematic_round"]
 
 
@@ -21,9 +24,14 @@ def project_capped_simplex(y: np.ndarray, cap: float, mask: np.ndarray | None = 
     locating the bracketing breakpoints and interpolating linearly (no iteration).
     ``mask`` (K, M) bool: False entries are forced to 0 (projection onto the face x_m = 0).
     """
-    y = np.array(y, dtype=float, ndmin=2)
+    y = np.array(numeric_array("y", y), ndmin=2)
+    cap = real("cap", cap, 0.0)
     if mask is not None:
-        mask = np.broadcast_to(np.asarray(mask, dtype=bool), y.shape)
+        mask = bool_mask("mask", mask)
+        try:
+            mask = np.broadcast_to(mask, y.shape)
+        except ValueError:
+            raise InstanceError(f"mask: shape {mask.shape}, expected {y.shape}") from None
         # any value below the row's smallest breakpoint of interest contributes 0 for τ ≥ 0
         y = np.where(mask, y, -2.0)
     x = np.clip(y, 0.0, 1.0)
@@ -55,7 +63,10 @@ def systematic_round(x_frac: np.ndarray, cap: int, rng: np.random.Generator) -> 
     sums are capped at ``cap`` so floating-point excess can never select cap + 1 entries.
     Returns an int8 array of the same shape.
     """
-    x_frac = np.clip(np.array(x_frac, dtype=float, ndmin=2), 0.0, 1.0)
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng: expected a numpy Generator, got {type(rng).__name__}")
+    cap = integer("cap", cap, 0)
+    x_frac = np.clip(np.array(numeric_array("x_frac", x_frac), ndmin=2), 0.0, 1.0)
     K = x_frac.shape[0]
     c = np.minimum(np.cumsum(x_frac, axis=1), float(cap))
     c_prev = np.concatenate([np.zeros((K, 1)), c[:, :-1]], axis=1)
