@@ -20,3 +20,12 @@ class InstanceError(FedoptError):
 
 class InfeasibleError(InstanceError):
     """The instance has no feasible point (for example Σ b_min > budget)."""
+
+
+class RunFolderError(FedoptError):
+    """An output folder that already holds a run (refused unless resumed or overwritten)."""
+
+
+class StateFileError(FedoptError):
+    """A checkpoint or other state file that is damaged, foreign, of a newer format version or
+    fails its checksum; the message names the file."""

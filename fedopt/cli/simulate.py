@@ -6,7 +6,9 @@
     fedopt simulate --config experiments/configs/quick.yaml --out results/quick --compare-fedlora
 
 Writes config.yaml (resolved), metrics.csv, summary.json and accuracy / energy /
-participation PNGs (and bound.png with --bound) to the output folder.
+participation PNGs (and bound.png with --bound) to the output folder. A folder that already
+holds a run is refused before any work unless ``--overwrite`` (which removes that run's files)
+is given; ``--resume DIR`` continues it from ``DIR/checkpoint.npz``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="DIR", help="output folder")
     p.add_argument("--resume", metavar="DIR",
                    help="continue the run in DIR from its last checkpoint (same config only)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out DIR (its files are removed first); "
+                        "without it such a folder is refused")
     p.add_argument("--bound", action="store_true",
                    help="evaluate Theorem 1 (5)-(6) and plot it beside the measured gap "
                         "(dense synthetic backend)")
@@ -71,11 +76,17 @@ def _overrides(items):
 
 
 def run(args) -> int:
+    from ..fl.checkpoint import has_checkpoint
+    from ..fl.runfolder import prepare_out
     from ..fl.runtime import simulate
 
     cfg, out, resume = _resolve(args)
-    if resume and not (out / "checkpoint.pkl").is_file():
+    if resume and args.overwrite:
+        raise ConfigError("--overwrite: give --resume DIR or --overwrite --out DIR, not both")
+    if resume and not has_checkpoint(out):
         raise ConfigError(f"--resume: {out} has no checkpoint yet")
+    if not resume:  # before any work: never write over a run by accident
+        prepare_out(out, overwrite=args.overwrite)
     summary = simulate(cfg, out, resume=resume, progress=not args.quiet, track_bound=args.bound)
     lines = [
         f"results in {out}/ (config.yaml, metrics.csv, summary.json, accuracy.png, energy.png, "
@@ -92,12 +103,14 @@ def run(args) -> int:
                      f"L={b['L']:.3g}, xi1={b['xi1']:.3g}, xi2={b['xi2']:.3g}")
     if args.compare_fedlora:
         from ..baselines.schemes import SCHEMES  # FedLoRA [4]: one rank-8 module, M = 1
+        from ..fl.runfolder import atomic_write_text
 
         fl_cfg = cfg.replace(**SCHEMES["fedlora"].changes, beta=min(cfg.system.beta, 1.0))
-        fl = simulate(fl_cfg, out / "fedlora", resume=resume and (out / "fedlora" / "checkpoint.pkl").is_file(),
+        fl = simulate(fl_cfg, out / "fedlora", resume=resume and has_checkpoint(out / "fedlora"),
                       progress=not args.quiet)
         comparison = {"proposed": summary, "fedlora": fl, "seed": cfg.seed}
-        (out / "comparison.json").write_text(json.dumps(comparison, indent=2, default=str) + "\n")
+        atomic_write_text(out / "comparison.json",
+                          json.dumps(comparison, indent=2, default=str) + "\n")
         lines.append(
             f"proposed ({cfg.policy}, M={summary['M']}) vs FedLoRA (M=1), seed {cfg.seed}: "
             f"accuracy {summary['final_accuracy']:.3f} vs {fl['final_accuracy']:.3f}, "

@@ -1,46 +1,58 @@
-"""Atomic checkpoints: write to a temporary file in the same folder, fsync, then rename.
+"""Checkpoints: a run's state as ``checkpoint.npz`` (JSON + arrays, :mod:`fedopt.safestate`).
 
-``os.replace`` is atomic on POSIX, so a kill at any moment leaves either the previous
-checkpoint or the new one, never a torn file.
+The file is written atomically (:func:`~fedopt.fl.runfolder.atomic_write_bytes`), so a kill at
+any moment leaves the previous checkpoint or the new one. It is read with
+``np.load(allow_pickle=False)``: a crafted file can fail to load but never runs code. A
+damaged, foreign or newer-version file, or one that fails its sha256, is a
+:class:`~fedopt.errors.StateFileError` (exit code 2 in the CLI). A ``checkpoint.pkl`` of
+older fedopt versions is refused without being opened.
 """
 
 from __future__ import annotations
 
-import os
-import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["save_checkpoint", "load_checkpoint", "CHECKPOINT"]
+from .. import safestate
+from ..errors import StateFileError
+from .runfolder import atomic_write_bytes, remove_stale_temporaries
 
-CHECKPOINT = "checkpoint.pkl"
+__all__ = ["save_checkpoint", "load_checkpoint", "has_checkpoint", "CHECKPOINT", "KIND"]
+
+CHECKPOINT = "checkpoint.npz"
+KIND = "fedopt-checkpoint"
+_LEGACY = "checkpoint.pkl"
 
 
 def save_checkpoint(state: dict[str, Any], folder: str | Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            pickle.dump(state, fh, protocol=pickle.HIGHEST_PROTOCOL)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, folder / CHECKPOINT)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(folder, os.O_RDONLY)  # make the rename itself durable
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return folder / CHECKPOINT
+    return atomic_write_bytes(folder / CHECKPOINT, safestate.dumps(state, KIND))
+
+
+def has_checkpoint(folder: str | Path) -> bool:
+    """Whether ``folder`` has a checkpoint to resume (the legacy pickle counts: it is refused
+    with its own message by :func:`load_checkpoint`)."""
+    folder = Path(folder)
+    return (folder / CHECKPOINT).exists() or (folder / _LEGACY).exists()
 
 
 def load_checkpoint(folder: str | Path) -> dict[str, Any] | None:
-    path = Path(folder) / CHECKPOINT
-    if not path.is_file():
+    """The state saved in ``folder``, or None if it has none. Removes the temporaries a
+    killed write left behind."""
+    folder = Path(folder)
+    remove_stale_temporaries(folder)
+    path = folder / CHECKPOINT
+    if not path.exists():
+        if (folder / _LEGACY).exists():  # never unpickled: a pickle can run any code
+            raise StateFileError(f"{folder / _LEGACY} is a checkpoint in the old pickle format, "
+                                 f"which fedopt no longer loads; start the run again with "
+                                 f"--overwrite")
         return None
-    with open(path, "rb") as fh:
-        return pickle.load(fh)
+    if not path.is_file():
+        raise StateFileError(f"checkpoint {path} is not a file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise StateFileError(f"checkpoint {path}: cannot read it ({exc.strerror})") from None
+    return safestate.loads(data, KIND, what=f"checkpoint {path}")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .runfolder import atomic_write_text
 
 __all__ = ["write_csv", "summarize", "write_json", "plot_run", "rounds_to_target"]
 
@@ -19,11 +22,12 @@ def write_csv(rows: list[dict[str, Any]], path: str | Path) -> None:
     keys = list(rows[0])
     for r in rows[1:]:
         keys += [k for k in r if k not in keys]
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: _fmt(r.get(k, "")) for k in keys})
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: _fmt(r.get(k, "")) for k in keys})
+    atomic_write_text(path, buf.getvalue())
 
 
 def _fmt(v: Any) -> Any:
@@ -33,7 +37,7 @@ def _fmt(v: Any) -> Any:
 
 
 def write_json(data: dict[str, Any], path: str | Path) -> None:
-    Path(path).write_text(json.dumps(_plain(data), indent=2, sort_keys=False) + "\n")
+    atomic_write_text(path, json.dumps(_plain(data), indent=2, sort_keys=False) + "\n")
 
 
 def _plain(v: Any) -> Any:

@@ -24,7 +24,6 @@ atomically every ``checkpoint_every`` rounds, so a resumed run ends bit-identica
 from __future__ import annotations
 
 import math
-import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -33,13 +32,14 @@ import numpy as np
 
 from ..allocator import RoundState
 from ..backends import ModuleSpec, PairBatch, make_backend
-from ..errors import ConfigError
+from ..errors import ConfigError, FedoptError, StateFileError
 from ..population import draw_population
 from .aggregation import aggregate_round, aggregation_weights
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import RunConfig
 from .metrics import plot_run, summarize, write_csv, write_json
 from .mobility import random_walk
+from .runfolder import atomic_write_text, remove_stale_temporaries
 
 __all__ = ["Simulation", "simulate"]
 
@@ -121,13 +121,12 @@ class Simulation:
     # --- checkpoint state -----------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        alloc = self.allocator
-        alloc_state = alloc.state_dict() if hasattr(alloc, "state_dict") else pickle.dumps(alloc)
+        """Plain data only (a :mod:`fedopt.safestate` tree): the checkpoint never pickles."""
         return {
             "t": self.t,
             "config": self.run_cfg.to_flat_dict(),
             "params": self.params,
-            "allocator": alloc_state,
+            "allocator": self.allocator.state_dict(),
             "backend": self.backend.state_dict(),
             "rng": self.rng.bit_generator.state,
             "positions": np.array(self.pop.positions),
@@ -143,14 +142,21 @@ class Simulation:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        try:
+            self._load_state(state)
+        except FedoptError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            # a checkpoint that passed its checksum but does not fit this run's state
+            raise StateFileError(f"the checkpoint does not fit this run "
+                                 f"({type(exc).__name__}: {exc})") from None
+
+    def _load_state(self, state: dict[str, Any]) -> None:
         if state["config"] != self.run_cfg.to_flat_dict():
             raise ConfigError("--resume: the checkpoint was written with a different config")
         self.t = int(state["t"])
         self.params = state["params"]
-        if isinstance(state["allocator"], bytes):
-            self.allocator = pickle.loads(state["allocator"])
-        else:
-            self.allocator.load_state_dict(state["allocator"])
+        self.allocator.load_state_dict(state["allocator"])
         self.backend.load_state_dict(state["backend"])
         self.rng.bit_generator.state = state["rng"]
         self.pop = self.pop.with_positions(state["positions"])
@@ -288,10 +294,15 @@ class Simulation:
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
             if resume:
-                state = load_checkpoint(self.out)
+                state = load_checkpoint(self.out)  # also removes a killed write's temporaries
                 if state is not None:
-                    self.load_state_dict(state)
-            self.run_cfg.to_yaml(self.out / "config.yaml")
+                    try:
+                        self.load_state_dict(state)
+                    except StateFileError as exc:
+                        raise StateFileError(f"checkpoint {self.out / CHECKPOINT}: {exc}") from None
+            else:
+                remove_stale_temporaries(self.out)
+            atomic_write_text(self.out / "config.yaml", self.run_cfg.to_yaml())
         start = time.perf_counter()
         bar = None
         if self.progress:
