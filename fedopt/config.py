@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,11 @@ import numpy as np
 import yaml
 
 from .errors import ConfigError
+from .files import read_text
 from .units import parse_quantity
 
-__all__ = ["SystemConfig", "ConfigError", "UNITS", "parse_overrides", "suggest_key"]
+__all__ = ["SystemConfig", "ConfigError", "UNITS", "parse_overrides", "suggest_key",
+           "check_number", "load_yaml", "parse_yaml"]
 
 _N0_DEFAULT = 10 ** (-174 / 10) * 1e-3  # -174 dBm/Hz in W/Hz
 
@@ -41,6 +44,21 @@ UNITS: dict[str, str] = {
     "d_min": "length",
     "gnb_density": "density",
 }
+
+# The bounds of SystemConfig's numeric fields, in one place; a field not listed is >= 0.
+# (lower, strict): a value must be > lower (strict) or >= lower.
+_LOWER: dict[str, tuple[float, bool]] = {
+    "alpha": (2.0, True),  # the path-loss exponent; (15) needs alpha > 2
+    **{k: (1, False) for k in ("K", "M", "M_max", "params_per_rank", "bits_per_param",
+                               "local_steps", "batch", "data_min", "data_max")},
+    **{k: (0.0, True) for k in ("f_c", "theta", "gnb_density", "B", "P_max", "P_min", "f_min",
+                                "f_max", "c_min", "c_max", "s_bits", "T_max", "alpha_dir")},
+}
+# Upper bounds keep sizes within arrays and floats (ranks 4·2^m for M modules, S_m = r_m x
+# params x bits); beyond them numpy overflows or allocates without end.
+_UPPER: dict[str, float] = {"M": 64, "M_max": 64}
+MAX_INTEGER = 2**31 - 1  # any integer key (counts, sizes, rounds)
+MAX_RANK = 2**16
 
 
 def _default_ranks(M: int) -> tuple[int, ...]:
@@ -95,60 +113,33 @@ class SystemConfig:
 
     def __post_init__(self) -> None:
         ranks = self.ranks
-        if isinstance(ranks, (int, float)):
+        if isinstance(ranks, (numbers.Real, str)):
             ranks = (ranks,)
-        try:
-            ranks = tuple(int(r) for r in ranks)
-        except (TypeError, ValueError):
-            raise ConfigError(f"ranks: expected a list of integers, got {self.ranks!r}") from None
-        object.__setattr__(self, "ranks", ranks)
+        object.__setattr__(self, "ranks", _coerce("ranks", list(ranks)))
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if f.name in ("ranks", "module_size"):
                 continue
             if isinstance(v, str):  # units accepted in the constructor too: "200 mW"
                 v = _coerce(f.name, v)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-                raise ConfigError(f"{f.name}: expected a number, got {v!r}")
-            if math.isnan(v):
-                raise ConfigError(f"{f.name}: NaN is not a valid value")
-            if math.isinf(v):
-                raise ConfigError(f"{f.name}: must be finite, got {v}")
-            if v < 0:
-                raise ConfigError(f"{f.name}: must be >= 0, got {v:g}")
-            if f.type in ("int", int):
-                if float(v) != int(v):
-                    raise ConfigError(f"{f.name}: must be an integer, got {v:g}")
-                object.__setattr__(self, f.name, int(v))
-            else:
-                object.__setattr__(self, f.name, float(v))
+            lo, strict = _LOWER.get(f.name, (0.0, False))
+            v = check_number(f.name, v, lo=lo, strict=strict, hi=_UPPER.get(f.name),
+                             integer=f.type in ("int", int))
+            object.__setattr__(self, f.name, v)
         self._check()
 
     def _check(self) -> None:
-        if self.K == 0:
-            raise ConfigError("K: the number of UEs must be >= 1, got 0")
-        if self.M == 0:
-            raise ConfigError("M: the number of modules must be >= 1, got 0")
+        """The checks that relate several keys (one key's own range: :data:`_LOWER`)."""
         if len(self.ranks) != self.M:
             raise ConfigError(f"ranks: has {len(self.ranks)} entries but M = {self.M}")
-        if any(r <= 0 for r in self.ranks):
-            raise ConfigError(f"ranks: every rank must be >= 1, got {list(self.ranks)}")
-        if self.M_max == 0:
-            raise ConfigError("M_max: must be >= 1, got 0")
+        if any(not 1 <= r <= MAX_RANK for r in self.ranks):
+            raise ConfigError(f"ranks: every rank must be in [1, {MAX_RANK}], got {list(self.ranks)}")
         if self.M_max > self.M:
             raise ConfigError(f"M_max: {self.M_max} exceeds M = {self.M}")
         if self.module_size not in ("nominal", "backend"):
             raise ConfigError(f"module_size: must be 'nominal' or 'backend', got {self.module_size!r}")
-        if self.alpha <= 2:
-            raise ConfigError(f"alpha: the path-loss exponent must be > 2, got {self.alpha:g}")
-        if self.P_min <= 0:
-            raise ConfigError(f"P_min: must be > 0, got {self.P_min:g}")
         if self.P_min > self.P_max:
             raise ConfigError(f"P_min: {self.P_min:g} W exceeds P_max = {self.P_max:g} W")
-        for key in ("theta", "B", "f_c", "T_max", "gnb_density", "f_min", "c_min", "s_bits",
-                    "bits_per_param", "params_per_rank", "local_steps", "batch", "data_min"):
-            if getattr(self, key) == 0:
-                raise ConfigError(f"{key}: must be > 0, got 0")
         for lo, hi in (("f_min", "f_max"), ("c_min", "c_max"), ("data_min", "data_max")):
             if getattr(self, lo) > getattr(self, hi):
                 raise ConfigError(f"{lo}: {getattr(self, lo):g} exceeds {hi} = {getattr(self, hi):g}")
@@ -157,8 +148,9 @@ class SystemConfig:
         if self.d_min >= self.radius:
             raise ConfigError(f"d_min: {self.d_min:g} m is not inside the cell radius {self.radius:g} m")
         if self.module_size == "nominal":
-            load = self.expected_bandwidth_load()
-            if load > 1.0:
+            with np.errstate(all="ignore"):
+                load = self.expected_bandwidth_load()
+            if not load <= 1.0:  # NaN too (extreme magnitudes overflow to inf - inf)
                 raise ConfigError(
                     f"beta: the expected sum of b_min over scheduled pairs is {load:.3g} > 1 "
                     f"(the bandwidth budget); lower beta, K or the ranks, or raise B or T_max"
@@ -226,6 +218,8 @@ class SystemConfig:
             if key not in names:
                 raise ConfigError(f"unknown key '{key}'{suggest_key(key, names)}")
             kwargs[key] = _coerce(key, value)
+        if "M" in kwargs:  # checked before M sizes the default ranks
+            kwargs["M"] = check_number("M", kwargs["M"], lo=1, hi=_UPPER["M"], integer=True)
         if "M" in kwargs and "ranks" not in kwargs:
             kwargs["ranks"] = _default_ranks(int(kwargs["M"]))
         if "M" in kwargs and "M_max" not in kwargs:  # M = 1 (FedLoRA) implies M_max = 1
@@ -247,7 +241,7 @@ class SystemConfig:
         """Apply CLI ``key=value`` strings."""
         changes = parse_overrides(overrides)
         if "M" in changes:
-            m = int(_coerce("M", changes["M"]))
+            m = check_number("M", _coerce("M", changes["M"]), lo=1, hi=_UPPER["M"], integer=True)
             changes.setdefault("ranks", _default_ranks(m))
             changes.setdefault("M_max", min(type(self).M_max, m))
         return self.replace(**changes)
@@ -264,25 +258,71 @@ class SystemConfig:
         return text
 
 
+def check_number(key: str, value: Any, *, lo: float | None = None, strict: bool = False,
+                 hi: float | None = None, integer: bool = False) -> int | float:
+    """The one check of a numeric config value (system keys and run keys alike, from YAML,
+    --set or code): a real number, not a bool or a string; finite; an integer if ``integer``
+    (at most :data:`MAX_INTEGER` unless ``hi`` says otherwise); >= ``lo`` (> with ``strict``) and <= ``hi``. Returns it as
+    an int or a float; anything else is a one-line :class:`ConfigError` naming ``key``."""
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{key}: expected {kind}, got {value!r}")
+    if isinstance(value, numbers.Integral) and integer:
+        v: int | float = int(value)  # exact: no float() of a huge integer (OverflowError)
+    else:
+        try:
+            v = float(value)
+        except OverflowError:  # an integer beyond 1.8e308
+            raise ConfigError(f"{key}: must be finite, got an integer of {len(str(value))} "
+                              "digits") from None
+        if math.isnan(v):
+            raise ConfigError(f"{key}: NaN is not a valid value")
+        if math.isinf(v):
+            raise ConfigError(f"{key}: must be finite, got {v}")
+        if integer:
+            if not v.is_integer():
+                raise ConfigError(f"{key}: must be an integer, got {v:g}")
+            v = int(v)
+    if integer and hi is None:
+        hi = MAX_INTEGER
+    shown = v if integer else f"{v:g}"
+    if lo is not None and (v <= lo if strict else v < lo):
+        raise ConfigError(f"{key}: must be {'>' if strict else '>='} {lo:g}, got {shown}")
+    if hi is not None and v > hi:
+        raise ConfigError(f"{key}: must be <= {hi:g}, got {shown}")
+    return v
+
+
 def _coerce(key: str, value: Any) -> Any:
     if key == "ranks":
         if isinstance(value, str):
             value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
         if isinstance(value, (int, float)):
             value = [value]
-        try:
-            return tuple(int(float(v)) for v in value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"ranks: expected a list of integers, got {value!r}") from None
+        if not isinstance(value, (list, tuple)) or len(value) > _UPPER["M"]:
+            raise ConfigError(f"ranks: expected a list of at most {_UPPER['M']} integers, "
+                              f"got {value!r}")
+        out = []
+        for v in value:
+            if isinstance(v, str):
+                try:
+                    v = parse_quantity(v, None)
+                except ValueError as exc:
+                    raise ConfigError(f"ranks: {exc}") from None
+            out.append(check_number("ranks", v, lo=1, hi=MAX_RANK, integer=True))
+        return tuple(out)
     if key == "module_size":
         return str(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value  # exact; check_number bounds it (float() of a huge int overflows)
     try:
         return parse_quantity(value, UNITS.get(key))
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:  # "1e400 dBm" overflows 10 ** (v / 10)
         raise ConfigError(f"{key}: {exc}") from None
 
 
-def suggest_key(key: str, names: list[str]) -> str:
+def suggest_key(key: Any, names: list[str]) -> str:
+    key = str(key)  # a YAML key may be a number, a date, null
     close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
     if not close:
         close = [n for n in names if n.lower() == key.lower()]
@@ -305,17 +345,44 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        where = f" at line {line + 1}" if line is not None else ""
-        raise ConfigError(f"{path}: not valid YAML{where}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of key: value")
-    return data
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, except that a key given twice in one mapping is an error
+    (the plain loader silently keeps the last value)."""
 
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *base" may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                dup = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                break
+            if dup:
+                raise ConfigError(f"duplicate key '{key}' at line {key_node.start_mark.line + 1}")
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML text as Python data (safe types only); an error is one line naming ``source``."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{source}: not valid YAML{where}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply") from None
+
+
+def load_yaml(path: str | Path, what: str = "--config") -> dict[str, Any]:
+    """A flat YAML config file as a dict; every problem is one :class:`ConfigError` line."""
+    path = Path(path)
+    data = parse_yaml(read_text(path, what), f"{what}: {path}") or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what}: {path}: the top level must be a mapping of key: value")
+    return data

@@ -46,13 +46,13 @@ def test_yaml_and_overrides(tmp_path):
 @pytest.mark.parametrize(
     "changes, pattern",
     [
-        ({"alpha": 2.0}, r"^alpha: the path-loss exponent must be > 2"),
+        ({"alpha": 2.0}, r"^alpha: must be > 2, got 2"),
         ({"alpha": 1.5}, r"^alpha:"),
-        ({"B": -1.0}, r"^B: must be >= 0"),
+        ({"B": -1.0}, r"^B: must be > 0, got -1"),
         ({"zeta": float("nan")}, r"^zeta: NaN"),
         ({"P_min": 0.3}, r"^P_min: 0\.3 W exceeds P_max"),
         ({"M_max": 4}, r"^M_max: 4 exceeds M = 3"),
-        ({"K": 0}, r"^K: the number of UEs must be >= 1"),
+        ({"K": 0}, r"^K: must be >= 1, got 0"),
         ({"Pmax": 0.1}, r"^unknown key 'Pmax'; did you mean 'P_max'\?"),
         ({"betta": 0.1}, r"did you mean 'beta'"),
         ({"K": 1000}, r"^beta: the expected sum of b_min .* > 1"),

@@ -48,9 +48,9 @@ def _resolve(args) -> tuple:
             raise ConfigError(f"--resume: {folder} holds no config.yaml (not a run folder)")
         if args.out and Path(args.out).resolve() != folder.resolve():
             raise ConfigError("--resume: give either --out or --resume, or the same folder")
-        import yaml
+        from ..config import load_yaml
 
-        saved = yaml.safe_load((folder / "config.yaml").read_text())
+        saved = load_yaml(folder / "config.yaml", "--resume")
         if args.config:
             requested = RunConfig.load(args.config, args.overrides)
         else:

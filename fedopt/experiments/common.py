@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from ..config import load_yaml
 from ..errors import ConfigError
 
 __all__ = ["CONFIG_DIR", "load_experiment", "write_rows", "markdown_table", "mean_std",
@@ -39,13 +40,7 @@ def load_experiment(fig: str, path: str | Path | None = None, quick: bool = Fals
     if path is not None and not file.is_file():
         raise ConfigError(f"--config: file '{path}' does not exist")
     if file.is_file():
-        try:
-            data = yaml.safe_load(file.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{file}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{file}: expected a mapping of keys")
-        cfg = _merge(cfg, data)
+        cfg = _merge(cfg, load_yaml(file))  # UTF-8, duplicate keys, one-line errors
     if quick:
         cfg = _merge(cfg, cfg.get("quick", {}))
     cfg.pop("quick", None)

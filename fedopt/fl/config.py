@@ -16,7 +16,14 @@ from typing import Any
 import yaml
 
 from ..backends import backend_options
-from ..config import SystemConfig, _default_ranks, load_yaml, parse_overrides, suggest_key
+from ..config import (
+    SystemConfig,
+    _default_ranks,
+    check_number,
+    load_yaml,
+    parse_overrides,
+    suggest_key,
+)
 from ..errors import ConfigError
 
 __all__ = ["RunConfig", "RUN_KEYS", "KNOWN_POLICIES", "NORMALIZE"]
@@ -76,39 +83,32 @@ class RunConfig:
     backend_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        def integer(key: str, lo: int) -> None:
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or float(v) != int(v):
-                raise ConfigError(f"{key}: expected an integer, got {v!r}")
-            if v < lo:
-                raise ConfigError(f"{key}: must be >= {lo}, got {v}")
-            object.__setattr__(self, key, int(v))
-
-        def number(key: str, lo: float, hi: float | None = None) -> None:
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ConfigError(f"{key}: expected a number, got {v!r}")
-            if v < lo or (hi is not None and v > hi):
-                rng = f"in [{lo:g}, {hi:g}]" if hi is not None else f">= {lo:g}"
-                raise ConfigError(f"{key}: must be {rng}, got {v:g}")
-            object.__setattr__(self, key, float(v))
-
-        integer("rounds", 1)
-        integer("checkpoint_every", 0)
-        integer("eval_every", 1)
-        integer("seed", 0)
-        number("mobility_step", 0.0)
-        number("probe_fraction", 0.0, 1.0)
-        number("target_accuracy", 0.0, 1.0)
+        # the numeric run keys: one check (SystemConfig's) for type, finiteness and range
+        for key, lo, hi, integer in (("rounds", 1, None, True), ("checkpoint_every", 0, None, True),
+                                     ("eval_every", 1, None, True), ("seed", 0, 2**63 - 1, True),
+                                     ("mobility_step", 0.0, None, False),
+                                     ("probe_fraction", 0.0, 1.0, False),
+                                     ("target_accuracy", 0.0, 1.0, False)):
+            object.__setattr__(self, key, check_number(key, getattr(self, key), lo=lo, hi=hi,
+                                                       integer=integer))
         for key, known in (("policy", KNOWN_POLICIES), ("normalize", NORMALIZE),
                            ("step_size", STEP_SIZES)):
             v = getattr(self, key)
-            if v not in known:
+            if not isinstance(v, str) or v not in known:  # [1] or {} is not a name (nor hashable)
                 hint = suggest_key(str(v), list(known))
                 raise ConfigError(f"{key}: unknown value '{v}'{hint} (known: {', '.join(known)})")
+        if not isinstance(self.backend, str):
+            raise ConfigError(f"backend: expected a name, got {self.backend!r}")
         defaults = backend_options(self.backend)  # unknown backend -> ConfigError
         defaults.pop("data_dir", None)
-        object.__setattr__(self, "backend_options", {**defaults, **self.backend_options})
+        options = {**defaults, **self.backend_options}
+        for key, default in defaults.items():
+            options[key] = _check_option(key, options[key], default)
+        object.__setattr__(self, "backend_options", options)
+        for key in ("power_method", "bandwidth_method", "data_dir"):
+            v = getattr(self, key)
+            if v is not None and not isinstance(v, str):
+                raise ConfigError(f"{key}: expected a name, got {v!r}")
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
             raise ConfigError(f"data_dir: directory '{self.data_dir}' does not exist")
 
@@ -177,6 +177,27 @@ class RunConfig:
         if "data_dir" in backend_options(self.backend):
             kwargs["data_dir"] = self.data_dir
         return kwargs
+
+
+def _check_option(key: str, value: Any, default: Any) -> Any:
+    """A backend option has its default's type: a bool stays a bool, a string a string, a
+    number a finite number >= 0 (an integer count >= 1 where the default is one; 0 is a value
+    only where the default uses it, "off"). A None default (auto) accepts anything."""
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if isinstance(default, int):
+        return check_number(key, value, lo=1 if default >= 1 else 0, integer=True)
+    if isinstance(default, float):
+        return check_number(key, value, lo=0.0)
+    return value
 
 
 def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
