@@ -22,7 +22,8 @@ import numpy as np
 
 from ..instances import BandwidthInstance, PowerBatch, PowerInstance
 
-__all__ = ["REGIMES", "random_bandwidth", "random_power", "random_power_batch",
+__all__ = ["BANDWIDTH_FAMILIES", "POWER_FAMILIES", "REGIMES", "adversarial_bandwidth",
+           "adversarial_power", "random_bandwidth", "random_power", "random_power_batch",
            "synthetic_large_bandwidth"]
 
 REGIMES = ("defaults", "noise-limited")
@@ -153,3 +154,142 @@ def synthetic_large_bandwidth(n: int, seed: int | np.random.Generator = 0) -> Ba
     c = _loguniform(rng, 2e-7, 3e-4, n)
     b_min = rng.uniform(0.5, 1.5, n) * 0.6 / n
     return BandwidthInstance(w, a, c, b_min, np.ones(n), 1.0)
+
+
+# --- adversarial families (issue 14): each checked against fedopt.solvers._reference ---------
+
+#: bandwidth (16) families of the ``adversarial`` regime, cycled over the instances
+BANDWIDTH_FAMILIES = ("extreme", "near-infeasible", "cancelling", "identical", "perturbed",
+                      "single", "random-n")
+#: power (21) families of the ``adversarial`` regime
+POWER_FAMILIES = ("sinr", "q-near-1", "q-near-0", "c-zero", "c-huge", "fixed-p", "many")
+
+
+def _budget_above(b_min: np.ndarray, slack: float) -> float:
+    """A budget Σ b_min (1 + slack) that is >= Σ b_min exactly (fsum), as (16) requires."""
+    s = math.fsum(b_min)
+    budget = s * (1.0 + slack)
+    while budget < s:
+        budget = math.nextafter(budget, math.inf)
+    return budget
+
+
+def _nonconvex_pair(rng: np.random.Generator) -> tuple[float, float, float, float, float]:
+    """(w, a, c, t1, t2): a noise-limited pair of (16) whose convex envelope on [1e-3, 1] is
+    linear on [t1, t2] with t2 − t1 >= 0.05 (the lower hull of a dense grid, scipy)."""
+    from scipy.spatial import ConvexHull
+
+    b = np.linspace(1e-3, 1.0, 4001)
+    for _ in range(1000):
+        w, a, c = (_loguniform(rng, 0.01, 1.0), _loguniform(rng, 1.0, 50.0),
+                   _loguniform(rng, 1e-4, 0.1))
+        if 27 * w / (2 * math.e**3 * a * c) <= 1:
+            continue
+        fb = -w * np.exp(-a * b) + c / b
+        hull = ConvexHull(np.column_stack([b, fb]))
+        lower = np.unique(hull.simplices[hull.equations[:, 1] < 0])
+        gaps = np.diff(b[lower])
+        j = int(np.argmax(gaps))
+        if gaps[j] >= 0.05:
+            return w, a, c, float(b[lower[j]]), float(b[lower[j + 1]])
+    raise RuntimeError("no nonconvex pair with a linear envelope segment found")
+
+
+def adversarial_bandwidth(family: str, seed: int | np.random.Generator = 0
+                          ) -> BandwidthInstance:
+    """One adversarial instance of (16) from ``family`` (:data:`BANDWIDTH_FAMILIES`).
+
+    ``extreme``: w, a, c log-uniform over 8-10 decades, N in 1..50; ``near-infeasible``:
+    budget = Σ b_min (1 + s), s log-uniform in [1e-9, 1e-2] (and exactly feasible);
+    ``cancelling``: each term's two parts near 2e-2 cancel at its minimum to 1e-11..1e-14
+    (a b* ≈ 1 − δ b*/c), the budget slack; ``identical`` / ``perturbed``: k in 2..50 copies
+    (exact, or with relative perturbations 1e-12..1e-4) of one nonconvex pair, the budget
+    k·t with t inside the linear part of the pair's convex envelope; ``single``: N = 1;
+    ``random-n``: the noise-limited ranges at N in 1..50 with a random (often binding) budget.
+    """
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    if family == "extreme":
+        n = int(rng.integers(1, 51))
+        b_min = _loguniform(rng, 1e-5, 1e-2, n)
+        b_max = np.maximum(b_min, _loguniform(rng, 0.05, 1.0, n))
+        lo = math.fsum(b_min)
+        budget = _budget_above(b_min, _loguniform(rng, 1e-3, 1e3) * (float(b_max.sum()) / lo))
+        return BandwidthInstance(_loguniform(rng, 1e-8, 1e2, n), _loguniform(rng, 1e-3, 1e4, n),
+                                 _loguniform(rng, 1e-10, 1e1, n), b_min, b_max, budget)
+    if family == "near-infeasible":
+        n = int(rng.integers(1, 51))
+        b_min = _loguniform(rng, 1e-4, 1.0 / n, n)
+        return BandwidthInstance(
+            _loguniform(rng, 0.01, 1.0, n), _loguniform(rng, 1.0, 50.0, n),
+            _loguniform(rng, 1e-4, 0.1, n), b_min, np.ones(n),
+            _budget_above(b_min, _loguniform(rng, 1e-9, 1e-2)))
+    if family == "cancelling":
+        n = int(rng.integers(1, 51))
+        bstar = _loguniform(rng, 0.01, 0.5, n)
+        c = 2e-2 * bstar * rng.uniform(0.5, 2.0, n)  # c / b* ≈ 2e-2
+        delta = _loguniform(rng, 1e-14, 1e-11, n) / n * rng.choice([-1.0, 1.0], n)
+        a = 1.0 / (bstar * (1.0 - delta * bstar / c))  # f(b*) = c/b*(1 − 1/(a b*)) = δ
+        w = c / (a * bstar**2) * np.exp(a * bstar)  # f'(b*) = 0
+        b_min = np.minimum(bstar / 4, 1e-3)
+        b_max = np.minimum(1.0, 2 * bstar)  # c/b stays well above |δ| on [b*, 2b*]
+        return BandwidthInstance(w, a, c, b_min, b_max, _budget_above(b_min, 0.0)
+                                 + 1.5 * math.fsum(bstar))
+    if family in ("identical", "perturbed"):
+        k = int(rng.integers(2, 51))
+        w, a, c, t1, t2 = _nonconvex_pair(rng)
+        t = t1 + (t2 - t1) * rng.uniform(0.1, 0.9)
+        ws, as_, cs = np.full(k, w), np.full(k, a), np.full(k, c)
+        if family == "perturbed":
+            eps = _loguniform(rng, 1e-12, 1e-4)
+            ws, as_, cs = (v * (1 + eps * rng.uniform(-1, 1, k)) for v in (ws, as_, cs))
+        return BandwidthInstance(ws, as_, cs, np.full(k, 1e-3), np.ones(k), k * t)
+    if family == "single":
+        b_min = _loguniform(rng, 1e-4, 1e-1, 1)
+        return BandwidthInstance(_loguniform(rng, 1e-4, 10.0, 1), _loguniform(rng, 0.1, 200.0, 1),
+                                 _loguniform(rng, 1e-6, 1.0, 1), b_min, np.ones(1),
+                                 _budget_above(b_min, _loguniform(rng, 1e-6, 1e3)))
+    if family == "random-n":
+        n = int(rng.integers(1, 51))
+        b_min = np.full(n, 1e-3)
+        return BandwidthInstance(
+            _loguniform(rng, 0.01, 1.0, n), _loguniform(rng, 1.0, 50.0, n),
+            _loguniform(rng, 1e-4, 0.1, n), b_min, np.ones(n),
+            _budget_above(b_min, _loguniform(rng, 1e-2, 1e3)))
+    raise ValueError(f"unknown family {family!r}; known: {', '.join(BANDWIDTH_FAMILIES)}")
+
+
+def adversarial_power(family: str, seed: int | np.random.Generator = 0) -> PowerInstance:
+    """One adversarial instance of (21) from ``family`` (:data:`POWER_FAMILIES`).
+
+    ``sinr``: at the grid's geometric mean power, A_m/p and κ p^{−2/α} are SINR-like
+    thresholds in 0.1..100, α in [2.1, 6], C comparable with W/p; ``q-near-1``: tiny A, κ
+    (u = A/p + κ p^{−2/α} in 1e-12..1e-6, where 1 − q must be −expm1(−u)); ``q-near-0``:
+    u in 30..700; ``c-zero``: C = 0; ``c-huge``: C = 1e6..1e12; ``fixed-p``: p_min = p_max;
+    ``many``: 20..100 modules.
+    """
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    alpha = float(rng.uniform(2.1, 6.0))
+    p_min = float(_loguniform(rng, 1e-4, 1e-2))
+    p_max = float(p_min * _loguniform(rng, 2.0, 1e4))
+    m = int(rng.integers(20, 101)) if family == "many" else int(rng.integers(1, 9))
+    lo, hi = {"q-near-1": (1e-12, 1e-6), "q-near-0": (30.0, 700.0)}.get(family, (0.1, 100.0))
+    pg = math.sqrt(p_min * p_max)
+    W = _loguniform(rng, 1e-3, 10.0, m)
+    A = _loguniform(rng, lo, hi, m) * pg
+    kappa = float(_loguniform(rng, lo, hi)) * pg ** (2.0 / alpha)
+    if rng.random() < 0.3:  # one of the two parts of u absent
+        if rng.random() < 0.5:
+            A = np.zeros(m)
+        else:
+            kappa = 0.0
+    ugeo = float(np.mean(A / pg) + kappa * pg ** (-2.0 / alpha))
+    C = float(_loguniform(rng, 1e-3, 10.0)) * float(W.sum()) * min(ugeo, 1.0) / pg
+    if family == "c-zero":
+        C = 0.0
+    elif family == "c-huge":
+        C = float(_loguniform(rng, 1e6, 1e12))
+    elif family == "fixed-p":
+        p_max = p_min
+    elif family not in POWER_FAMILIES:
+        raise ValueError(f"unknown family {family!r}; known: {', '.join(POWER_FAMILIES)}")
+    return PowerInstance(W, A, kappa, alpha, C, p_min, p_max)
