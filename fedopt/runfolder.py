@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..errors import RunFolderError
+from .errors import RunFolderError
 
 __all__ = ["RUN_MARKERS", "run_files", "holds_run", "prepare_out", "clear_run",
            "atomic_write_text", "atomic_write_bytes", "remove_stale_temporaries"]

@@ -682,7 +682,9 @@ def save_run(backend: LoraBackend, out_dir: str | os.PathLike, params: list[Para
     """``out_dir/lora/``: ``m{i}/`` peft adapters (adapter_config.json + adapter_model.safetensors),
     ``ensembles.json`` (K x M subscriptions), ``backend.json`` (model, task, options, π_k, ω_k)
     and, if given, ``evaluation.json`` (the run's last evaluation, for ``fedopt evaluate``)."""
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
+
+    from ..runfolder import atomic_write_bytes, atomic_write_text
 
     root = Path(out_dir) / "lora"
     root.mkdir(parents=True, exist_ok=True)
@@ -694,10 +696,10 @@ def save_run(backend: LoraBackend, out_dir: str | os.PathLike, params: list[Para
         cfg.base_model_name_or_path = backend.model_name
         cfg.save_pretrained(str(d))
         # peft's on-disk keys drop the adapter name, exactly as get_peft_model_state_dict does
-        save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in p.items()},
-                  str(d / "adapter_model.safetensors"))
+        atomic_write_bytes(d / "adapter_model.safetensors",
+                           save({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in p.items()}))
     ens = np.asarray(ensembles, bool)
-    (root / "ensembles.json").write_text(json.dumps({"ensembles": ens.astype(int).tolist()}))
+    atomic_write_text(root / "ensembles.json", json.dumps({"ensembles": ens.astype(int).tolist()}))
     meta = {"model": backend.model_name, "num_labels": backend.num_labels,
             "options": backend.options.to_dict(),
             "modules": [{"index": s.index, "rank": s.rank, "lora_alpha": s.lora_alpha,
@@ -705,9 +707,9 @@ def save_run(backend: LoraBackend, out_dir: str | os.PathLike, params: list[Para
                          "top_layers": s.top_layers} for s in backend.specs],
             "label_dist": backend.label_dist.tolist(),
             "data_sizes": backend._sizes.tolist(), "data_note": backend.data_note}
-    (root / "backend.json").write_text(json.dumps(meta, indent=1))
+    atomic_write_text(root / "backend.json", json.dumps(meta, indent=1))
     if evaluation is not None:
-        (root / "evaluation.json").write_text(json.dumps(
+        atomic_write_text(root / "evaluation.json", json.dumps(
             {"accuracy": evaluation.global_accuracy, "global_accuracy": evaluation.global_accuracy,
              "global_loss": evaluation.global_loss, "ue_weighted_accuracy": evaluation.accuracy,
              "ue_accuracy": evaluation.ue_accuracy.tolist()}))

@@ -37,6 +37,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="fig2/fig4: run groups of runs (a seed, or a K and seed) in N processes")
     p.add_argument("--resume", action="store_true",
                    help="fig2/fig4: reuse the finished groups stored in OUT/<fig>/runs/")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results already in OUT/<fig>/ (removed first); without it "
+                        "(or --resume) such a folder is refused")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,6 +59,13 @@ def run(args: argparse.Namespace) -> int:
         kw = {"jobs": args.jobs, "resume": args.resume}
     elif args.jobs != 1 or args.resume:
         raise ConfigError(f"--jobs/--resume: only fig2 and fig4 run groups of training runs, not {args.figure}")
+    if args.resume and args.overwrite:
+        raise ConfigError("--overwrite: give --resume or --overwrite, not both")
+    if not args.resume:  # before any work: never write over a figure's results by accident
+        from ..runfolder import prepare_out
+
+        prepare_out(Path(args.out) / args.figure, overwrite=args.overwrite,
+                    resume_hint="--resume" if args.figure in ("fig2", "fig4") else None)
     fn = getattr(importlib.import_module(module), func)
     summary = fn(cfg, Path(args.out), backend=args.backend, seeds=args.seeds,
                  progress=not args.no_progress, **kw)

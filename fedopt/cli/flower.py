@@ -27,6 +27,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one key (repeatable)")
     s.add_argument("--out", metavar="DIR", help="write config.yaml, metrics.csv, summary.json here")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out DIR (removed first); without it such "
+                        "a folder is refused")
     s.add_argument("--cpus", type=int, default=2, help="CPUs Ray may use (default 2)")
     s.add_argument("--evaluate", choices=("nodes", "server", "off"), default="nodes",
                    help="ensemble evaluation (3): on every node (federated, default), on the "
@@ -49,12 +52,17 @@ def run(args) -> int:
     from ..fl.metrics import write_csv, write_json
     from ..flower.records import unpack_modules
     from ..flower.sim import compare_params, flower_rows, run_flower_simulation, run_runtime
+    from ..runfolder import atomic_write_text
 
     if args.cpus < 1:
         raise ConfigError(f"--cpus: must be >= 1, got {args.cpus}")
     if args.config and not Path(args.config).is_file():
         raise ConfigError(f"--config: file '{args.config}' does not exist")
     cfg = RunConfig.load(args.config, args.overrides)
+    if args.out:  # before any work (Ray takes seconds to start): never write over a run
+        from ..runfolder import prepare_out
+
+        prepare_out(args.out, overwrite=args.overwrite, resume_hint=None)
     backend_config = {"init_args": {"num_cpus": args.cpus}, "client_resources": {"num_cpus": 1}}
     out = run_flower_simulation(cfg, backend_config=backend_config, verbose=args.verbose,
                                 evaluate=args.evaluate)
@@ -102,7 +110,7 @@ def run(args) -> int:
     if args.out:
         folder = Path(args.out)
         folder.mkdir(parents=True, exist_ok=True)
-        cfg.to_yaml(folder / "config.yaml")
+        atomic_write_text(folder / "config.yaml", cfg.to_yaml())
         write_csv(rows, folder / "metrics.csv")
         write_json(summary, folder / "summary.json")
         lines.append(f"results in {folder}/ (config.yaml, metrics.csv, summary.json)")

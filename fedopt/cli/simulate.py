@@ -77,8 +77,8 @@ def _overrides(items):
 
 def run(args) -> int:
     from ..fl.checkpoint import has_checkpoint
-    from ..fl.runfolder import prepare_out
     from ..fl.runtime import simulate
+    from ..runfolder import prepare_out
 
     cfg, out, resume = _resolve(args)
     if resume and args.overwrite:
@@ -103,7 +103,7 @@ def run(args) -> int:
                      f"L={b['L']:.3g}, xi1={b['xi1']:.3g}, xi2={b['xi2']:.3g}")
     if args.compare_fedlora:
         from ..baselines.schemes import SCHEMES  # FedLoRA [4]: one rank-8 module, M = 1
-        from ..fl.runfolder import atomic_write_text
+        from ..runfolder import atomic_write_text
 
         fl_cfg = cfg.replace(**SCHEMES["fedlora"].changes, beta=min(cfg.system.beta, 1.0))
         fl = simulate(fl_cfg, out / "fedlora", resume=resume and has_checkpoint(out / "fedlora"),

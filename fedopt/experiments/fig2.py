@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 from ..errors import ConfigError
+from ..runfolder import atomic_write_text
 from .common import markdown_table, mean_std, out_dir, seed_list, write_config, write_rows
 from .training import rounds_to_converge, run_config, run_groups, run_one
 
@@ -94,7 +95,7 @@ def run_fig2(cfg: dict, out, *, backend: str = "synthetic", seeds: int | None = 
     summary["seconds"] = time.perf_counter() - t0
     _plot(rows, curves, Ks, schemes, seeds_, target, d, backend, METRICS[metric])
     (d / "fig2.md").write_text(_markdown(summary, Ks, schemes))
-    (d / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(d / "summary.json", json.dumps(summary, indent=2) + "\n")
     write_config(cfg, d, {"backend": backend, "seeds": seeds_, **extra})
     return summary
 

@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from ..errors import ConfigError
+from ..runfolder import atomic_write_text
 from .common import band, markdown_table, mean_std, out_dir, seed_list, write_config, write_rows
 from .rounds import floor_schedule, measured_round
 
@@ -112,7 +113,7 @@ def run_fig3(cfg: dict, out, *, backend: str = "synthetic", seeds: int | None = 
     summary["seconds"] = time.perf_counter() - t0
     _plot(it_rows, lat_rows, eps_list, methods, seeds_, d)
     (d / "fig3.md").write_text(_markdown(summary, methods))
-    (d / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(d / "summary.json", json.dumps(summary, indent=2) + "\n")
     write_config(cfg, d, {"backend": backend, "seeds": seeds_})
     return summary
 

@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 
+from ..runfolder import atomic_write_text
 from .common import band, markdown_table, mean_std, out_dir, seed_list, write_config, write_rows
 from .training import run_config, run_groups, run_one
 
@@ -91,7 +92,7 @@ def run_fig4(cfg: dict, out, *, backend: str = "synthetic", seeds: int | None = 
     summary["seconds"] = time.perf_counter() - t0
     _plot(runs, schemes, seeds_, T, d, backend)
     (d / "fig4.md").write_text(_markdown(summary, schemes))
-    (d / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(d / "summary.json", json.dumps(summary, indent=2) + "\n")
     write_config(cfg, d, {"backend": backend, "seeds": seeds_, **extra})
     return summary
 

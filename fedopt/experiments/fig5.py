@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 
+from ..runfolder import atomic_write_text
 from .common import band, markdown_table, mean_std, out_dir, seed_list, write_config, write_rows
 from .rounds import floor_schedule, measured_round
 
@@ -116,7 +117,7 @@ def run_fig5(cfg: dict, out, *, backend: str = "synthetic", seeds: int | None = 
     summary["seconds"] = time.perf_counter() - t0
     _plot(rows, snrs, rhos, seeds_, d)
     (d / "fig5.md").write_text(_markdown(summary))
-    (d / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(d / "summary.json", json.dumps(summary, indent=2) + "\n")
     write_config(cfg, d, {"backend": backend, "seeds": seeds_,
                           "default_edge_snr_db": default_snr})
     return summary

@@ -67,7 +67,15 @@ def run_groups(func: Callable[..., dict], tasks: list[tuple], store: Path, *, jo
     ``resume`` a stored result whose hash matches is loaded instead of recomputed. ``jobs`` > 1
     runs the groups in that many spawned processes (set the backend's ``threads`` so that
     jobs × threads fits the cores)."""
+    from ..errors import StateFileError
+    from ..runfolder import atomic_write_text, remove_stale_temporaries
+
+    for task in tasks:  # before any work: a result could never be stored there
+        path = store / f"{task[0]}.json"
+        if path.exists() and not path.is_file():
+            raise StateFileError(f"stored run {path} is not a file; remove it or use --overwrite")
     store.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(store)
     out: dict[str, dict] = {}
     todo = []
     for task in tasks:
@@ -85,11 +93,8 @@ def run_groups(func: Callable[..., dict], tasks: list[tuple], store: Path, *, jo
         todo.append(task)
 
     def keep(task, result):
-        path = store / f"{task[0]}.json"
-        tmp = path.with_suffix(".tmp")
         text = json.dumps({"key": _store_key(task), "result": result}, default=_jsonable)
-        tmp.write_text(text)
-        tmp.replace(path)  # atomic: an interrupted write never leaves a half file
+        atomic_write_text(store / f"{task[0]}.json", text)  # a kill never leaves a half file
         out[task[0]] = json.loads(text)["result"]  # as a resumed run would see it
         if bar is not None:
             bar.update(1)

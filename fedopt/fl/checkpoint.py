@@ -1,6 +1,6 @@
 """Checkpoints: a run's state as ``checkpoint.npz`` (JSON + arrays, :mod:`fedopt.safestate`).
 
-The file is written atomically (:func:`~fedopt.fl.runfolder.atomic_write_bytes`), so a kill at
+The file is written atomically (:func:`~fedopt.runfolder.atomic_write_bytes`), so a kill at
 any moment leaves the previous checkpoint or the new one. It is read with
 ``np.load(allow_pickle=False)``: a crafted file can fail to load but never runs code. A
 damaged, foreign or newer-version file, or one that fails its sha256, is a
@@ -15,7 +15,7 @@ from typing import Any
 
 from .. import safestate
 from ..errors import StateFileError
-from .runfolder import atomic_write_bytes, remove_stale_temporaries
+from ..runfolder import atomic_write_bytes, remove_stale_temporaries
 
 __all__ = ["save_checkpoint", "load_checkpoint", "has_checkpoint", "CHECKPOINT", "KIND"]
 

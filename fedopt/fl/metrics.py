@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .runfolder import atomic_write_text
+from ..runfolder import atomic_write_text
 
 __all__ = ["write_csv", "summarize", "write_json", "plot_run", "rounds_to_target"]
 

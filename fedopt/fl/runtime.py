@@ -34,12 +34,12 @@ from ..allocator import RoundState
 from ..backends import ModuleSpec, PairBatch, make_backend
 from ..errors import ConfigError, FedoptError, StateFileError
 from ..population import draw_population
+from ..runfolder import atomic_write_text, remove_stale_temporaries
 from .aggregation import aggregate_round, aggregation_weights
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import RunConfig
 from .metrics import plot_run, summarize, write_csv, write_json
 from .mobility import random_walk
-from .runfolder import atomic_write_text, remove_stale_temporaries
 
 __all__ = ["Simulation", "simulate"]
 

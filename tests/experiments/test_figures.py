@@ -137,7 +137,7 @@ def test_fig2_global_metric_follows_the_runs_global_accuracy(tmp_path):
 
 def test_fig2_jobs_and_resume(tmp_path):
     """--jobs 2 gives the sequential run's CSV byte for byte; --resume loads the stored groups
-    (a tampered stored curve shows up), a plain rerun recomputes them (the tamper is gone)."""
+    (a tampered stored curve shows up), --overwrite recomputes them (the tamper is gone)."""
     one, _ = run_quick("fig2", tmp_path / "one")
     two, _ = run_quick("fig2", tmp_path / "two", "--jobs", "2")
     assert (one / "fig2.csv").read_text() == (two / "fig2.csv").read_text()
@@ -152,7 +152,7 @@ def test_fig2_jobs_and_resume(tmp_path):
 
     resumed, _ = run_quick("fig2", tmp_path / "two", "--resume")
     assert fedlora_final(resumed) == pytest.approx(0.987654)
-    rerun, _ = run_quick("fig2", tmp_path / "two")
+    rerun, _ = run_quick("fig2", tmp_path / "two", "--overwrite")
     assert fedlora_final(rerun) == fedlora_final(one)
     stored.write_text("{not json")  # a corrupt store is run again, not a traceback
     healed, _ = run_quick("fig2", tmp_path / "two", "--resume")
