@@ -26,8 +26,8 @@ def _index(idx: tuple[int, ...]) -> str:
 def _array(name: str, value) -> np.ndarray:
     try:
         return np.asarray(value)
-    except (TypeError, ValueError) as exc:  # ragged nested lists
-        raise InstanceError(f"{name}: not a rectangular array ({exc})") from None
+    except (TypeError, ValueError):  # ragged nested lists
+        raise InstanceError(f"{name}: not a rectangular array (rows of different lengths)") from None
 
 
 def bool_mask(name: str, value, shape: tuple[int, ...] | None = None) -> np.ndarray:

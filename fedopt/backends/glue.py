@@ -11,7 +11,7 @@ label skew with sizes |D_k| from the population's ``n_data``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +62,7 @@ class TextData:
     text_a: list[str]
     text_b: list[str] | None
     labels: np.ndarray
+    skipped: list[int] = field(default_factory=list)  # line numbers of malformed rows (read_tsv)
 
     def __len__(self) -> int:
         return len(self.text_a)
@@ -93,47 +94,59 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
     return default if default.is_dir() else None
 
 
-def read_tsv(path: str | os.PathLike, task: str | TaskSpec) -> TextData:
+def read_tsv(path: str | os.PathLike, task: str | TaskSpec, *, strict: bool = False) -> TextData:
     """Read a GLUE-format TSV (header row, tab separated, no quoting) with a label column.
 
-    Labels may be class names (``entailment``) or indices (``0``/``1``).
+    Labels may be class names (``entailment``) or indices (``0``/``1``). A row whose field
+    count differs from the header's is skipped, as GLUE's own loaders do, and its line number
+    kept in ``TextData.skipped``; with ``strict`` it is a :class:`ConfigError` instead. Blank
+    lines are not rows.
     """
+    from ..files import read_text
+
     spec = task if isinstance(task, TaskSpec) else task_spec(task)
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"tsv: file not found: {path}")
-    with path.open(encoding="utf-8") as fh:
-        header = fh.readline().rstrip("\n").rstrip("\r").split("\t")
-        if "label" not in header:
-            raise ConfigError(f"tsv: {path} has no 'label' column (columns: {', '.join(header)})")
-        missing = [c for c in spec.text_columns if c not in header]
-        if missing:
-            raise ConfigError(f"tsv: {path} has no '{missing[0]}' column, needed for {spec.name} "
-                              f"(columns: {', '.join(header)})")
-        cols = [header.index(c) for c in spec.text_columns]
-        lab = header.index("label")
-        index = {name: i for i, name in enumerate(spec.labels)}
-        a: list[str] = []
-        b: list[str] = []
-        y: list[int] = []
-        for lineno, line in enumerate(fh, start=2):
-            fields = line.rstrip("\n").rstrip("\r").split("\t")
-            if len(fields) != len(header):
-                continue  # GLUE's own loaders skip the few malformed rows too
-            raw = fields[lab].strip()
-            if raw in index:
-                y.append(index[raw])
-            elif raw.isdigit() and int(raw) < len(spec.labels):
-                y.append(int(raw))
-            else:
-                raise ConfigError(f"tsv: {path} line {lineno}: label {raw!r} is not one of "
-                                  f"{', '.join(spec.labels)}")
-            a.append(fields[cols[0]].strip())
-            if len(cols) > 1:
-                b.append(fields[cols[1]].strip())
+    lines = read_text(path, "tsv").split("\n")
+    header = lines[0].rstrip("\r").split("\t")
+    if "label" not in header:
+        raise ConfigError(f"tsv: {path} has no 'label' column (columns: {', '.join(header)})")
+    missing = [c for c in spec.text_columns if c not in header]
+    if missing:
+        raise ConfigError(f"tsv: {path} has no '{missing[0]}' column, needed for {spec.name} "
+                          f"(columns: {', '.join(header)})")
+    cols = [header.index(c) for c in spec.text_columns]
+    lab = header.index("label")
+    index = {name: i for i, name in enumerate(spec.labels)}
+    a: list[str] = []
+    b: list[str] = []
+    y: list[int] = []
+    skipped: list[int] = []
+    for lineno, line in enumerate(lines[1:], start=2):
+        fields = line.rstrip("\r").split("\t")
+        if not line.strip():
+            continue
+        if len(fields) != len(header):
+            if strict:
+                raise ConfigError(f"tsv: {path} line {lineno} has {len(fields)} tab-separated "
+                                  f"fields, the header has {len(header)}")
+            skipped.append(lineno)  # GLUE's own loaders skip the few malformed rows too
+            continue
+        raw = fields[lab].strip()
+        if raw in index:
+            y.append(index[raw])
+        elif raw.isascii() and raw.isdigit() and int(raw) < len(spec.labels):
+            y.append(int(raw))
+        else:
+            raise ConfigError(f"tsv: {path} line {lineno}: label {raw!r} is not one of "
+                              f"{', '.join(spec.labels)}")
+        a.append(fields[cols[0]].strip())
+        if len(cols) > 1:
+            b.append(fields[cols[1]].strip())
     if not y:
         raise ConfigError(f"tsv: {path} has no labelled rows")
-    return TextData(a, b if len(cols) > 1 else None, np.asarray(y, dtype=np.int64))
+    return TextData(a, b if len(cols) > 1 else None, np.asarray(y, dtype=np.int64), skipped)
 
 
 def _hub_reachable() -> bool:

@@ -30,11 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .._checks import bool_mask
 from ..errors import ConfigError
 from .base import Evaluation, LocalResult, ModuleSpec, PairBatch, Params, weighted_mean_aggregate
 from .glue import TextData, dirichlet_partition, load_task, read_tsv, task_spec
 
-__all__ = ["OPTIONS", "LoraOptions", "LoraBackend", "ensemble_scores", "save_run", "load_run_modules"]
+__all__ = ["OPTIONS", "LoraOptions", "LoraBackend", "ensemble_scores", "save_run", "load_run_modules",
+           "check_run_params"]
 
 _DTYPES = {"float16": "float16", "fp16": "float16", "bfloat16": "bfloat16", "float32": "float32",
            "fp32": "float32"}
@@ -81,6 +83,10 @@ class LoraOptions:
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"{key}: must be an integer >= 1, got {v!r}")
+        for key in ("max_test", "threads"):  # 0: off / torch's default
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ConfigError(f"{key}: must be an integer >= 0, got {v!r}")
         if isinstance(self.target_modules, str):
             object.__setattr__(self, "target_modules", (self.target_modules,))
         elif self.target_modules is not None:
@@ -716,20 +722,145 @@ def save_run(backend: LoraBackend, out_dir: str | os.PathLike, params: list[Para
     return root
 
 
+def _run_json(root: Path, name: str):
+    """A JSON file of a LoRA run folder; missing, unreadable or not JSON: one-line error."""
+    from ..files import read_text
+
+    path = root / name
+    try:
+        return json.loads(read_text(path, "run_dir"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"run_dir: {path} is not valid JSON (line {exc.lineno}: {exc.msg}); "
+                          f"the run folder is damaged") from None
+
+
+def _field(path: Path | str, data: dict, key: str, types: tuple[type, ...], what: str):
+    if key not in data:
+        raise ConfigError(f"run_dir: {path} has no '{key}' ({what} expected); the run folder is damaged")
+    v = data[key]
+    if isinstance(v, bool) and bool not in types or not isinstance(v, types):
+        raise ConfigError(f"run_dir: {path}: '{key}' is {json.dumps(v)[:40]}; {what} expected")
+    return v
+
+
+def _int_field(path: Path | str, data: dict, key: str, lo: int, optional: bool = False) -> int | None:
+    types: tuple[type, ...] = (int, type(None)) if optional else (int,)
+    v = _field(path, data, key, types, f"an integer >= {lo}" + (" or null" if optional else ""))
+    if v is not None and v < lo:
+        raise ConfigError(f"run_dir: {path}: '{key}' is {v}; an integer >= {lo} expected")
+    return v
+
+
 def load_run_modules(run_dir: str | os.PathLike) -> tuple[dict, list[ModuleSpec], list[Params], np.ndarray]:
-    """(backend.json, specs, params, ensembles) saved by :func:`save_run`."""
+    """(backend.json, specs, params, ensembles) saved by :func:`save_run`, checked.
+
+    Everything read from the folder is validated here, before any model loads: a damaged,
+    truncated or hand-edited file is a one-line :class:`ConfigError` naming the file (and the
+    key), never a traceback. The parameter names and shapes are checked against the model by
+    :func:`check_run_params` once it is built.
+    """
+    from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
     root = Path(run_dir) / "lora"
     if not (root / "backend.json").is_file():
         raise ConfigError(f"run_dir: {run_dir} has no lora/backend.json (not a LoRA-backend run)")
-    meta = json.loads((root / "backend.json").read_text())
-    specs = [ModuleSpec(index=m["index"], rank=m["rank"], lora_alpha=m["lora_alpha"],
-                        target_modules=None if m["target_modules"] is None else tuple(m["target_modules"]),
-                        top_layers=m["top_layers"]) for m in meta["modules"]]
-    params = [dict(load_file(str(root / f"m{i}" / "adapter_model.safetensors"))) for i in range(len(specs))]
-    ens = np.asarray(json.loads((root / "ensembles.json").read_text())["ensembles"], bool)
+    bj = root / "backend.json"
+    meta = _run_json(root, "backend.json")
+    if not isinstance(meta, dict):
+        raise ConfigError(f"run_dir: {bj} holds {type(meta).__name__}, not an object; the run folder is damaged")
+    _field(bj, meta, "model", (str, type(None)), "a model name or path")
+    options = _field(bj, meta, "options", (dict,), "an object of backend options")
+    try:  # the same checks as a training run's options (unknown keys, ranges, task)
+        opts = LoraOptions.from_dict({**options, "model": None})
+    except ConfigError as exc:
+        raise ConfigError(f"run_dir: {bj}: options: {exc}") from None
+    except (TypeError, ValueError, AttributeError):  # e.g. "task": 5
+        raise ConfigError(f"run_dir: {bj}: options are malformed; the run folder is damaged") from None
+    C = len(task_spec(opts.task).labels)
+    num_labels = _int_field(bj, meta, "num_labels", 1)
+    if num_labels != C:
+        raise ConfigError(f"run_dir: {bj}: 'num_labels' is {num_labels} but task {opts.task} has {C} labels")
+    mods = _field(bj, meta, "modules", (list,), "a list of modules")
+    if not mods:
+        raise ConfigError(f"run_dir: {bj}: 'modules' is empty")
+    specs = []
+    for i, m in enumerate(mods):
+        where = f"{bj} modules[{i}]"
+        if not isinstance(m, dict):
+            raise ConfigError(f"run_dir: {where} is {json.dumps(m)[:40]}; an object expected")
+        if _int_field(where, m, "index", 0) != i:
+            raise ConfigError(f"run_dir: {where}: 'index' is {m['index']}, expected {i}")
+        alpha = _field(where, m, "lora_alpha", (int, float, type(None)), "a positive number or null")
+        if alpha is not None and not (math.isfinite(alpha) and alpha > 0):
+            raise ConfigError(f"run_dir: {where}: 'lora_alpha' is {alpha}; a positive number expected")
+        targets = _field(where, m, "target_modules", (list, type(None)), "a list of module names or null")
+        if targets is not None and not all(isinstance(t, str) for t in targets):
+            raise ConfigError(f"run_dir: {where}: 'target_modules' must be a list of strings")
+        specs.append(ModuleSpec(index=i, rank=_int_field(where, m, "rank", 1), lora_alpha=alpha,
+                                target_modules=None if targets is None else tuple(targets),
+                                top_layers=_int_field(where, m, "top_layers", 1, optional=True)))
+    M = len(specs)
+    sizes = _field(bj, meta, "data_sizes", (list,), "a list of |D_k|")
+    if not sizes or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in sizes) \
+            or sum(sizes) <= 0:
+        raise ConfigError(f"run_dir: {bj}: 'data_sizes' must be a non-empty list of integers >= 0 "
+                          f"with a positive sum")
+    K = len(sizes)
+    dist = _field(bj, meta, "label_dist", (list,), "a K x C list of label shares")
+    try:
+        pi = np.asarray(dist, dtype=float)
+    except (TypeError, ValueError):
+        raise ConfigError(f"run_dir: {bj}: 'label_dist' is not a numeric K x C table") from None
+    if pi.shape != (K, C) or not np.all(np.isfinite(pi)) or np.any(pi < 0):
+        raise ConfigError(f"run_dir: {bj}: 'label_dist' has shape {pi.shape}; expected ({K}, {C}) "
+                          f"finite shares >= 0 (one row per UE of 'data_sizes')")
+    ej = root / "ensembles.json"
+    ens_doc = _run_json(root, "ensembles.json")
+    if not isinstance(ens_doc, dict):
+        raise ConfigError(f"run_dir: {ej} holds {type(ens_doc).__name__}, not an object")
+    raw = _field(ej, ens_doc, "ensembles", (list,), f"a {K} x {M} list of 0/1")
+    try:
+        ens = bool_mask("ensembles", raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"run_dir: {ej}: {exc}") from None
+    if ens.shape != (K, M):
+        raise ConfigError(f"run_dir: {ej}: 'ensembles' has shape {ens.shape}; expected ({K}, {M}) "
+                          f"({K} UEs in backend.json, {M} modules)")
+    params = []
+    for i in range(M):
+        f = root / f"m{i}" / "adapter_model.safetensors"
+        if not f.is_file():
+            what = "not a file" if f.exists() else "missing"
+            raise ConfigError(f"run_dir: module {i}'s weights {f} are {what}; the run folder is damaged")
+        try:
+            p = dict(load_file(str(f)))
+        except (SafetensorError, OSError, ValueError) as exc:  # truncated, empty, foreign
+            raise ConfigError(f"run_dir: {f} is not a readable safetensors file "
+                              f"({' '.join(str(exc).split())[:80]}); the run folder is damaged") from None
+        for key, v in p.items():
+            if v.dtype.kind != "f" or not np.all(np.isfinite(v)):
+                raise ConfigError(f"run_dir: {f}: tensor {key} is not finite floating point")
+        params.append(p)
+    meta = {**meta, "label_dist": pi.tolist(), "data_sizes": list(sizes)}
     return meta, specs, params, ens
+
+
+def check_run_params(backend: LoraBackend, params: list[Params], run_dir: str | os.PathLike) -> None:
+    """The saved modules fit the model they will load into: the same tensor names and shapes
+    as a fresh :meth:`LoraBackend.init_modules` (another model or a hand-edited file: one line)."""
+    backend._require_built()
+    for i, (saved, fresh) in enumerate(zip(params, backend.init_params)):
+        f = Path(run_dir) / "lora" / f"m{i}" / "adapter_model.safetensors"
+        missing = sorted(set(fresh) - set(saved))
+        extra = sorted(set(saved) - set(fresh))
+        if missing or extra:
+            what = f"lacks tensor {missing[0]}" if missing else f"has an unknown tensor {extra[0]}"
+            raise ConfigError(f"run_dir: {f} {what} (saved for another model or module layout?)")
+        for key, v in fresh.items():
+            if saved[key].shape != v.shape:
+                raise ConfigError(f"run_dir: {f}: tensor {key} has shape {saved[key].shape}, the "
+                                  f"model expects {v.shape} (saved for another model?)")
 
 
 _INTERNAL = ("batch", "alpha_dir", "seed")  # from the system config and the run's seed

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +29,13 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="the foundation model (default: the one the run used)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--strict", action="store_true",
+                   help="a malformed TSV row (wrong number of fields) is an error, not skipped")
 
 
 def run(args) -> int:
     from ..backends.glue import read_tsv
-    from ..backends.lora import LoraBackend, ensemble_scores, load_run_modules
+    from ..backends.lora import LoraBackend, check_run_params, ensemble_scores, load_run_modules
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
@@ -40,13 +43,18 @@ def run(args) -> int:
     tsv = Path(args.tsv)
     if not tsv.is_file():
         raise ConfigError(f"--tsv: file not found: {tsv}")
-    meta, specs, params, ensembles = load_run_modules(run_dir)
-    read_tsv(tsv, meta["options"]["task"])  # a bad TSV fails here, before the model loads
+    meta, specs, params, ensembles = load_run_modules(run_dir)  # checked, before the model loads
+    rows = read_tsv(tsv, meta["options"]["task"], strict=args.strict)  # a bad TSV fails here too
+    if rows.skipped:  # said, never silent: n below counts only the rows that were read
+        print(f"fedopt evaluate: warning: --tsv: skipped {len(rows.skipped)} malformed row(s) of "
+              f"{tsv} (first: line {rows.skipped[0]}); --strict makes this an error",
+              file=sys.stderr)
     options = {k: v for k, v in meta["options"].items() if k != "model"}
     options["progress"] = not args.quiet and not args.json
     backend = LoraBackend.for_inference(args.model or meta["model"], options, meta["label_dist"],
                                         meta["data_sizes"], log=lambda msg: None)
     backend.init_modules(specs)
+    check_run_params(backend, params, run_dir)
     data = backend.data_for_tsv(tsv)
     logits = backend.module_logits(params, data)
     sizes = np.asarray(meta["data_sizes"], float)
@@ -55,7 +63,8 @@ def run(args) -> int:
     single = [float((logits[m].argmax(1) == data.labels).mean()) for m in range(len(params))]
     out = {"tsv": str(tsv), "n": int(data.labels.size), "accuracy": ev.global_accuracy,
            "loss": ev.global_loss, "ue_weighted_accuracy": ev.accuracy,
-           "ue_accuracy": [float(a) for a in ev.ue_accuracy], "module_accuracy": single}
+           "ue_accuracy": [float(a) for a in ev.ue_accuracy], "module_accuracy": single,
+           "skipped_rows": len(rows.skipped)}
     if args.json:
         print(json.dumps(out))
         return 0
