@@ -142,7 +142,8 @@ class TrainingBackend(Protocol):
         ...
 
     def state_dict(self) -> dict:
-        """Everything needed to resume exactly (RNG states, data cursors); picklable."""
+        """Everything needed to resume exactly (RNG states, data cursors) as plain data: dicts,
+        lists, numbers, strings and numpy arrays (stored by :mod:`fedopt.safestate`, never pickled)."""
         ...
 
     def load_state_dict(self, state: dict) -> None:

@@ -19,7 +19,6 @@ strategy's messages:
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any
@@ -28,6 +27,7 @@ import numpy as np
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from .. import safestate
 from ..backends.base import ModuleSpec, PairBatch, Params, TrainingBackend
 from .records import (
     ACTION,
@@ -92,12 +92,13 @@ class FedOptClient:
             yield
             return
         if self.STATE_KEY in self.node_state:
-            self.backend.load_state_dict(pickle.loads(self.node_state[self.STATE_KEY]["state"]))
+            data = self.node_state[self.STATE_KEY]["state"]
+            self.backend.load_state_dict(safestate.loads(data, self.STATE_KEY, what="node state"))
         elif self.initial_state is not None:
             self.backend.load_state_dict(self.initial_state)
         yield
         self.node_state[self.STATE_KEY] = ConfigRecord(
-            {"state": pickle.dumps(self.backend.state_dict())})
+            {"state": safestate.dumps(self.backend.state_dict(), self.STATE_KEY)})  # never pickle
 
     # --- the actions -------------------------------------------------------------------------
 
