@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/fedopt simulate --config experiments/configs/quick.yaml --out results/quick --compare-fedlora
+	$(BIN)/fedopt simulate --config experiments/configs/quick.yaml --out results/quick --compare-fedlora --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
