@@ -337,20 +337,22 @@ def exact_power_objective(inst: PowerInstance, p: float) -> mpmath.mpf:
         return mpmath.fsum(terms + [mpmath.mpf(inst.C) * p_])
 
 
-def _power_u(inst: PowerInstance, p: np.ndarray) -> np.ndarray:
+def _power_grid(inst: PowerInstance, p: np.ndarray, chunk: int = 2_000_000
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(21) on a vector of p, 1 − q as −expm1(−u), and S0 = Σ W e^{−u}, S1 = Σ W A e^{−u}
+    (for the Lipschitz bound), in chunks of M·len(p) <= ``chunk``."""
     g = 2.0 / inst.alpha
-    return inst.A[:, None] / p[None, :] + inst.kappa * p[None, :] ** (-g)
-
-
-def _power_F(inst: PowerInstance, p: np.ndarray, chunk: int = 4_000_000) -> np.ndarray:
-    """(21) on a vector of p, 1 − q as −expm1(−u), in chunks of M·len(p) <= ``chunk``."""
     m = max(inst.W.size, 1)
     step = max(chunk // m, 1)
-    out = np.empty(p.size)
+    F, S0, S1 = np.empty(p.size), np.empty(p.size), np.empty(p.size)
+    WA = inst.W * inst.A
     for s in range(0, p.size, step):
         q = p[s:s + step]
-        out[s:s + step] = inst.W @ -np.expm1(-_power_u(inst, q)) + inst.C * q
-    return out
+        em1 = np.expm1(-(inst.A[:, None] / q[None, :] + inst.kappa * q[None, :] ** (-g)))
+        F[s:s + step] = inst.W @ -em1 + inst.C * q
+        S0[s:s + step] = inst.W @ em1 + inst.W.sum()
+        S1[s:s + step] = WA @ em1 + WA.sum()
+    return F, np.maximum(S0, 0.0), np.maximum(S1, 0.0)
 
 
 def _power_dF(inst: PowerInstance, p: float) -> float:
@@ -361,18 +363,17 @@ def _power_dF(inst: PowerInstance, p: float) -> float:
     return inst.C - float(np.sum(inst.W * np.exp(-u) * du))
 
 
-def _power_lipschitz(inst: PowerInstance, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """max |F'| on [left, right]: F' ∈ [C − Σ W e^{−u(right)} |u'(left)|, C]."""
+def _power_cell_bounds(inst: PowerInstance, p: np.ndarray, F: np.ndarray, S0: np.ndarray,
+                       S1: np.ndarray) -> np.ndarray:
+    """Lower bound of (21) on each cell [p_j, p_{j+1}] of sorted grids (along the last axis):
+    (F_j + F_{j+1})/2 − L_j h_j / 2 with L_j = max(C, Σ W e^{−u(p_{j+1})} |u'(p_j)|) ≥ |F'|
+    on the cell (u decreasing, |u'| = A/p² + (2κ/α) p^{−2/α−1} decreasing in p)."""
     g = 2.0 / inst.alpha
-    m = max(inst.W.size, 1)
-    out = np.empty(left.size)
-    step = max(4_000_000 // m, 1)
-    for s in range(0, left.size, step):
-        lft, rgt = left[s:s + step], right[s:s + step]
-        du = inst.A[:, None] / lft[None, :] ** 2 + g * inst.kappa * lft[None, :] ** (-g - 1)
-        e = np.exp(-_power_u(inst, rgt))
-        out[s:s + step] = np.maximum(inst.C, inst.W @ (e * du))
-    return out
+    left = p[..., :-1]
+    L = np.maximum(inst.C, S1[..., 1:] / left**2 + g * inst.kappa * left ** (-g - 1) * S0[..., 1:])
+    L *= 1 + 1e-12  # the rounding of S0, S1
+    cb = 0.5 * (F[..., :-1] + F[..., 1:]) - L * (p[..., 1:] - left) / 2
+    return np.minimum(cb, np.minimum(F[..., :-1], F[..., 1:])).ravel()
 
 
 def power_reference(inst: PowerInstance, x0: float | None = None, *,
@@ -385,7 +386,7 @@ def power_reference(inst: PowerInstance, x0: float | None = None, *,
         return Reference(lo, float(v), v, float(v) * (1 - 8 * EPS) - 1e-300, "power: p fixed")
     p = np.geomspace(lo, hi, points)
     p[0], p[-1] = lo, hi
-    F = _power_F(inst, p)
+    F, S0, S1 = _power_grid(inst, p)
     loc = np.flatnonzero((F[1:-1] <= F[:-2]) & (F[1:-1] <= F[2:])) + 1
     loc = loc[np.argsort(F[loc])[:8]]
     cands = [lo, hi, float(p[int(np.argmin(F))])]
@@ -401,12 +402,11 @@ def power_reference(inst: PowerInstance, x0: float | None = None, *,
     best_x, best_v = float(cands[k]), vals[k]
     ub = float(best_v)
     # Lipschitz lower bound on the cells, refined where a cell could hold a lower value
-    left, right, vl, vr = p[:-1], p[1:], F[:-1], F[1:]
     tol = 16 * EPS * abs(ub)
     bound = ub - tol
+    cb = _power_cell_bounds(inst, p, F, S0, S1)
+    left, right = p[:-1], p[1:]
     for r in range(rounds + 1):
-        cb = 0.5 * (vl + vr) - _power_lipschitz(inst, left, right) * (right - left) / 2
-        cb = np.minimum(cb, np.minimum(vl, vr))
         keep = cb < ub - tol
         if r == rounds or keep.sum() > cap:
             if keep.any():
@@ -417,7 +417,7 @@ def power_reference(inst: PowerInstance, x0: float | None = None, *,
             break
         sub = np.geomspace(left, right, split + 1, axis=1)
         sub[:, 0], sub[:, -1] = left, right
-        vals_ = _power_F(inst, sub.ravel()).reshape(sub.shape)
+        Fs, S0s, S1s = (v.reshape(sub.shape) for v in _power_grid(inst, sub.ravel()))
+        cb = _power_cell_bounds(inst, sub, Fs, S0s, S1s)
         left, right = sub[:, :-1].ravel(), sub[:, 1:].ravel()
-        vl, vr = vals_[:, :-1].ravel(), vals_[:, 1:].ravel()
     return Reference(best_x, ub, best_v, bound - 16 * EPS * abs(ub), "power: log grid")

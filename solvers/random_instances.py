@@ -176,7 +176,8 @@ def _budget_above(b_min: np.ndarray, slack: float) -> float:
 
 def _nonconvex_pair(rng: np.random.Generator) -> tuple[float, float, float, float, float]:
     """(w, a, c, t1, t2): a noise-limited pair of (16) whose convex envelope on [1e-3, 1] is
-    linear on [t1, t2] with t2 − t1 >= 0.05 (the lower hull of a dense grid, scipy)."""
+    linear and decreasing on [t1, t2] with t2 − t1 >= 0.05 (the lower hull of a dense grid,
+    scipy), so a budget k·t with t in (t1, t2) binds and splits the k copies."""
     from scipy.spatial import ConvexHull
 
     b = np.linspace(1e-3, 1.0, 4001)
@@ -188,7 +189,7 @@ def _nonconvex_pair(rng: np.random.Generator) -> tuple[float, float, float, floa
         fb = -w * np.exp(-a * b) + c / b
         hull = ConvexHull(np.column_stack([b, fb]))
         lower = np.unique(hull.simplices[hull.equations[:, 1] < 0])
-        gaps = np.diff(b[lower])
+        gaps = np.where(np.diff(fb[lower]) < 0, np.diff(b[lower]), 0.0)  # descending only
         j = int(np.argmax(gaps))
         if gaps[j] >= 0.05:
             return w, a, c, float(b[lower[j]]), float(b[lower[j + 1]])
