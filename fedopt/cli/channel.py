@@ -11,7 +11,7 @@ import numpy as np
 
 from ..config import SystemConfig, load_yaml, parse_overrides
 from ..errors import ConfigError
-from ._types import float_list
+from ._types import fraction_list, integer, open_fraction, output_dir, positive_float_list, seed
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -21,13 +21,18 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     c.add_argument("--config", help="YAML system config (default: MODEL.md's defaults)")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (units accepted: N0=-160dBm/Hz, P_max=23dBm)")
-    c.add_argument("--d", type=float_list, default=[20.0, 40.0, 60.0, 80.0], help="distances [m]")
-    c.add_argument("--p", type=float_list, default=[0.1, 0.2], help="powers [W]")
-    c.add_argument("--b", type=float_list, default=[0.05, 0.3, 1.0], help="bandwidth fractions")
-    c.add_argument("--draws", type=int, default=30_000, help="Monte-Carlo draws (default 30000)")
-    c.add_argument("--tol", type=float, default=1e-4, help="PPP truncation error bound on q")
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--out", default="results/channel", help="folder for the CSV, JSON and PNG")
+    c.add_argument("--d", type=positive_float_list, default=[20.0, 40.0, 60.0, 80.0],
+                   help="distances [m]")
+    c.add_argument("--p", type=positive_float_list, default=[0.1, 0.2], help="powers [W]")
+    c.add_argument("--b", type=fraction_list, default=[0.05, 0.3, 1.0],
+                   help="bandwidth fractions in (0, 1]")
+    c.add_argument("--draws", type=integer(100, name="draws"), default=30_000,
+                   help="Monte-Carlo draws, >= 100 (default 30000)")
+    c.add_argument("--tol", type=open_fraction, default=1e-4,
+                   help="PPP truncation error bound on q, in (0, 1) (default 1e-4)")
+    c.add_argument("--seed", type=seed, default=0)
+    c.add_argument("--out", type=output_dir, default="results/channel",
+                   help="folder for the CSV, JSON and PNG")
     c.add_argument("--no-plot", action="store_true")
 
 
@@ -38,11 +43,6 @@ def run(args: argparse.Namespace) -> int:
 
     data = load_yaml(args.config) if args.config else {}
     cfg = SystemConfig.from_dict({**data, **parse_overrides(args.set)})
-    if args.draws < 100:
-        raise ConfigError(f"--draws: need at least 100 draws, got {args.draws}")
-    for name, vals, lo in (("--d", args.d, 0.0), ("--p", args.p, 0.0), ("--b", args.b, 0.0)):
-        if not vals or any(not math.isfinite(v) or v <= lo for v in vals):
-            raise ConfigError(f"{name}: every value must be a finite number > 0")
     d, p, b = (g.ravel() for g in np.meshgrid(args.d, args.p, args.b, indexing="ij"))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

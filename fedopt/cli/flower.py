@@ -16,6 +16,7 @@ import math
 from pathlib import Path
 
 from ..errors import ConfigError
+from ._types import output_dir, positive_int
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -26,11 +27,12 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     s.add_argument("--config", metavar="FILE", help="YAML config (the fedopt simulate namespace)")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one key (repeatable)")
-    s.add_argument("--out", metavar="DIR", help="write config.yaml, metrics.csv, summary.json here")
+    s.add_argument("--out", metavar="DIR", type=output_dir,
+                   help="write config.yaml, metrics.csv, summary.json here")
     s.add_argument("--overwrite", action="store_true",
                    help="replace the run already in --out DIR (removed first); without it such "
                         "a folder is refused")
-    s.add_argument("--cpus", type=int, default=2, help="CPUs Ray may use (default 2)")
+    s.add_argument("--cpus", type=positive_int, default=2, help="CPUs Ray may use (default 2)")
     s.add_argument("--evaluate", choices=("nodes", "server", "off"), default="nodes",
                    help="ensemble evaluation (3): on every node (federated, default), on the "
                         "server's backend (one pass, as fedopt simulate does) or off")
@@ -54,8 +56,6 @@ def run(args) -> int:
     from ..flower.sim import compare_params, flower_rows, run_flower_simulation, run_runtime
     from ..runfolder import atomic_write_text
 
-    if args.cpus < 1:
-        raise ConfigError(f"--cpus: must be >= 1, got {args.cpus}")
     if args.config and not Path(args.config).is_file():
         raise ConfigError(f"--config: file '{args.config}' does not exist")
     cfg = RunConfig.load(args.config, args.overrides)

@@ -18,13 +18,14 @@ import json
 from pathlib import Path
 
 from ..errors import ConfigError
+from ._types import output_dir
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML config (one flat key: value namespace)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one key (repeatable), e.g. --set rounds=50 --set policy=greedy")
-    p.add_argument("--out", metavar="DIR", help="output folder")
+    p.add_argument("--out", metavar="DIR", type=output_dir, help="output folder")
     p.add_argument("--resume", metavar="DIR",
                    help="continue the run in DIR from its last checkpoint (same config only)")
     p.add_argument("--overwrite", action="store_true",

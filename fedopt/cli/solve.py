@@ -4,6 +4,8 @@ Reads a canonical instance (``../shared/instances/README.md``), solves it with
 ``fedopt.solvers`` and prints either a short table or, with ``--json``, exactly one JSON
 object with the keys objective, x (and its alias b or p), status, method, iterations,
 seconds, bound and gap. A malformed or infeasible file is one line on stderr and exit 2.
+A solver that fails (status ``error``) still prints its result (non-finite numbers as null
+in JSON), then one line on stderr, and exits 1, for either problem and either output.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
+
+from ._types import open_fraction, positive_float
 
 PROBLEMS = ("bandwidth", "power")
 
@@ -25,10 +30,11 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="bandwidth: " + ", ".join(BANDWIDTH_METHODS)
                    + "; power: " + ", ".join(POWER_METHODS) + " (default auto)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--time-limit", type=float, default=60.0,
+    p.add_argument("--time-limit", type=positive_float, default=60.0,
                    help="seconds for global/scip/ipopt (default 60)")
-    p.add_argument("--tol", type=float, default=None,
-                   help="relative gap certified as optimal (default 1e-9 bandwidth, 1e-12 power)")
+    p.add_argument("--tol", type=open_fraction, default=None,
+                   help="relative gap certified as optimal, in (0, 1) (default 1e-9 bandwidth, "
+                        "1e-12 power)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,8 +46,6 @@ def run(args: argparse.Namespace) -> int:
     if args.method not in known:
         raise InstanceError(f"method '{args.method}' does not apply to {args.problem}; "
                             f"choose one of {', '.join(known)}")
-    if not (args.time_limit >= 0 and math.isfinite(args.time_limit)):
-        raise InstanceError(f"--time-limit must be a finite number >= 0, got {args.time_limit}")
     inst = load_instance(args.file, problem=args.problem)
     if args.problem == "bandwidth":
         tol = 1e-9 if args.tol is None else args.tol
@@ -52,10 +56,26 @@ def run(args: argparse.Namespace) -> int:
         sol = solve_power(inst, args.method, tol=tol, time_limit=args.time_limit)
         alias = "p"
     if args.json:
-        print(json.dumps(sol.to_dict(alias=alias), allow_nan=False))
+        print(json.dumps(_finite(sol.to_dict(alias=alias)), allow_nan=False))
     else:
         print(_table(sol, alias))
-    return 0 if sol.status != "error" else 1
+    if sol.status == "error":
+        native = sol.extras.get("native_status")
+        print(f"fedopt solve: error: method {sol.method} failed on {args.file} (status error"
+              f"{f', native {native}' if native else ''})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _finite(v):
+    """``v`` with every non-finite float replaced by None (JSON has no NaN)."""
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_finite(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
 
 
 def _fmt(v) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from ._types import int_list
+from ._types import name_list, nonneg_float, output_dir, positive_int, positive_int_list
 
 DEFAULT_POLICIES = "primal_dual,lyapunov,greedy,one_shot"
 
@@ -29,16 +29,20 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML system config (default: MODEL.md's defaults)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key")
-    p.add_argument("--T", type=int_list, default=[50, 200, 800], help="horizons (default 50,200,800)")
-    p.add_argument("--K", type=int, default=20, help="UEs (default 20)")
-    p.add_argument("--policies", default=DEFAULT_POLICIES, help=f"default {DEFAULT_POLICIES}")
-    p.add_argument("--seeds", type=int, default=3, help="independent cost sequences (default 3)")
-    p.add_argument("--energy-budget", type=float, default=None,
+    p.add_argument("--T", type=positive_int_list, default=[50, 200, 800],
+                   help="horizons (default 50,200,800)")
+    p.add_argument("--K", type=positive_int, default=20, help="UEs (default 20)")
+    p.add_argument("--policies", type=name_list, default=DEFAULT_POLICIES,
+                   help=f"default {DEFAULT_POLICIES}")
+    p.add_argument("--seeds", type=positive_int, default=3,
+                   help="independent cost sequences (default 3)")
+    p.add_argument("--energy-budget", type=nonneg_float, default=None,
                    help="E_bar [J/round] of the energy variant; default: 1.2 x beta x the mean "
                         "cheapest-module energy of the hungriest UE; 0 skips the variant")
     p.add_argument("--solver", default="highs", choices=["highs", "clarabel"],
                    help="LP solver of the hindsight benchmark")
-    p.add_argument("--out", default="results/validate_online", help="folder for the CSV and PNG")
+    p.add_argument("--out", type=output_dir, default="results/validate_online",
+                   help="folder for the CSV and PNG")
     p.add_argument("--no-plot", action="store_true")
 
 
@@ -65,15 +69,11 @@ def run(args: argparse.Namespace) -> int:
 
     data = load_yaml(args.config) if args.config else {}
     cfg = SystemConfig.from_dict({**data, "K": args.K, **parse_overrides(args.set)})
-    names = [n.strip() for n in args.policies.split(",") if n.strip()]
+    names = args.policies
     for n in names:
         if n not in POLICIES or n == "hindsight":
             raise ConfigError(f"--policies: unknown policy {n!r}; known: "
                               f"{', '.join(k for k in POLICIES if k != 'hindsight')}")
-    if not args.T or min(args.T) < 1:
-        raise ConfigError("--T: every horizon must be >= 1")
-    if args.seeds < 1:
-        raise ConfigError("--seeds: must be >= 1")
     Tmax = max(args.T)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

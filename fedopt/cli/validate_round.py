@@ -24,19 +24,22 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
-from ._types import int_list
+from ._types import output_dir, positive_float, positive_int, positive_int_list, seed
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML system config (default: MODEL.md's defaults)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key")
-    p.add_argument("--K", type=int_list, default=[3, 5, 8, 12], help="UE counts (default 3,5,8,12)")
-    p.add_argument("--instances", type=int, default=20, help="random instances per K (default 20)")
-    p.add_argument("--time-limit", type=float, default=10.0, help="SCIP time limit per solve [s]")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="results/validate_round", help="folder for the CSV")
+    p.add_argument("--K", type=positive_int_list, default=[3, 5, 8, 12],
+                   help="UE counts (default 3,5,8,12)")
+    p.add_argument("--instances", type=positive_int, default=20,
+                   help="random instances per K (default 20)")
+    p.add_argument("--time-limit", type=positive_float, default=10.0,
+                   help="SCIP time limit per solve [s]")
+    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--out", type=output_dir, default="results/validate_round",
+                   help="folder for the CSV")
 
 
 def random_x(rng: np.random.Generator, feasible: np.ndarray, M_max: int) -> np.ndarray:
@@ -62,18 +65,14 @@ def run(args: argparse.Namespace) -> int:
     from ..solvers._scip_round import solve_round_scip
 
     data = {**(load_yaml(args.config) if args.config else {}), **parse_overrides(args.set)}
-    if args.instances < 1:
-        raise ConfigError("--instances: must be >= 1")
-    if not args.K or min(args.K) < 1:
-        raise ConfigError("--K: every K must be >= 1")
-    if not args.time_limit > 0:
-        raise ConfigError("--time-limit: must be > 0")
+    # every K's config is checked before the progress bar starts: an error is its own line
+    cfgs = {K: SystemConfig.from_dict({**data, "K": K}) for K in args.K}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     bar = tqdm(total=len(args.K) * args.instances, desc="validate round", unit="instance")
     for K in args.K:
-        cfg = SystemConfig.from_dict({**data, "K": K})
+        cfg = cfgs[K]
         floor = max(1, math.ceil(cfg.beta * K))
         for i in range(args.instances):
             rng = np.random.default_rng([args.seed, K, i])
