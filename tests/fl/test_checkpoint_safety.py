@@ -1,0 +1,245 @@
+"""Run folders and checkpoints: a crafted, damaged, foreign or newer checkpoint is refused with
+one line and exit 2 and runs no code; a folder that holds a run is never written over without
+--overwrite; stale temporaries are removed; the state codec round-trips without pickle."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedopt import safestate
+from fedopt.cli import main
+from fedopt.errors import StateFileError
+from fedopt.fl.checkpoint import CHECKPOINT, KIND
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICK = ROOT / "experiments" / "configs" / "quick.yaml"
+TINY = ["--set", "rounds=3", "--set", "K=5", "--set", "checkpoint_every=1"]
+
+
+class _Payload:
+    """Unpickling this runs ``touch PATH``: the attack a pickle checkpoint allowed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.path}",)
+
+
+def _simulate(*args: str) -> int:
+    return main(["simulate", "--quiet", "--config", str(QUICK), *TINY, *args])
+
+
+def _tree(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder`` (relative path -> digest)."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """A finished tiny run (3 rounds, K = 5) with --compare-fedlora."""
+    d = tmp_path_factory.mktemp("finished") / "run"
+    assert _simulate("--out", str(d), "--compare-fedlora") == 0
+    return d
+
+
+@pytest.fixture
+def run(finished, tmp_path) -> Path:
+    d = tmp_path / "run"
+    shutil.copytree(finished, d)
+    return d
+
+
+# --- crafted and damaged checkpoints --------------------------------------------------------
+
+@pytest.mark.parametrize("name", [CHECKPOINT, "checkpoint.pkl"])
+def test_a_pickle_payload_as_checkpoint_runs_no_code(run, tmp_path, capsys, name):
+    sentinel = tmp_path / "pwned"
+    payload = pickle.dumps(_Payload(sentinel))
+    live = tmp_path / "live"  # the payload is real: unpickling it does run the command
+    pickle.loads(pickle.dumps(_Payload(live)))
+    assert live.exists()
+    (run / CHECKPOINT).unlink()
+    (run / name).write_bytes(payload)
+    assert main(["simulate", "--quiet", "--resume", str(run)]) == 2
+    line = _one_line(capsys)
+    assert name in line and ("pickle" in line or "unpickles" in line)
+    assert not sentinel.exists()
+    assert (run / name).read_bytes() == payload  # the user's file is left as it was
+
+
+def _with_version(state: dict, version: int, monkeypatch) -> bytes:
+    monkeypatch.setattr(safestate, "FORMAT_VERSION", version)
+    data = safestate.dumps(state, KIND)
+    monkeypatch.undo()
+    return data
+
+
+def _tampered(data: bytes) -> bytes:
+    """The same archive with one number of one array changed (header and checksum kept)."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        members = {k: npz[k] for k in npz.files}
+    name = next(k for k, v in members.items() if k != "__state__" and v.dtype.kind == "f" and v.size)
+    members[name] = members[name].copy()
+    members[name].flat[0] += 1.0
+    buf = io.BytesIO()
+    np.savez(buf, **members)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("damage, word", [
+    ("newer", "newer fedopt"),
+    ("truncated", "damaged"),
+    ("empty", "empty"),
+    ("random", "damaged"),
+    ("checksum", "checksum"),
+    ("foreign", "not a fedopt-checkpoint"),
+    ("folder", "not a file"),
+])
+def test_a_damaged_checkpoint_is_one_line_exit_2(run, capsys, monkeypatch, damage, word):
+    path = run / CHECKPOINT
+    good = path.read_bytes()
+    path.unlink()
+    if damage == "folder":
+        path.mkdir()
+    else:
+        path.write_bytes({
+            "newer": lambda: _with_version(safestate.loads(good, KIND), 2, monkeypatch),
+            "truncated": lambda: good[: len(good) // 2],
+            "empty": lambda: b"",
+            "random": lambda: np.random.default_rng(0).bytes(len(good)),
+            "checksum": lambda: _tampered(good),
+            "foreign": lambda: _npz(x=np.arange(3)),
+        }[damage]())
+    before = _tree(run)
+    assert main(["simulate", "--quiet", "--resume", str(run)]) == 2
+    line = _one_line(capsys)
+    assert word in line and "checkpoint" in line, line
+    assert _tree(run) == before  # nothing was written
+
+
+def _npz(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def test_the_checksum_covers_every_array_and_the_json():
+    data = safestate.dumps({"a": np.arange(4.0), "t": 1}, KIND)
+    assert safestate.loads(data, KIND)["t"] == 1
+    with pytest.raises(StateFileError, match="checksum"):
+        safestate.loads(_tampered(data), KIND)
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        members = {k: npz[k] for k in npz.files}
+    header = json.loads(members["__state__"].tobytes())
+    header["state"]["t"] = 2  # edit the JSON, keep the recorded digest
+    members["__state__"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    with pytest.raises(StateFileError, match="checksum"):
+        safestate.loads(_npz(**members), KIND)
+
+
+def test_stale_temporaries_are_removed_on_resume(run, capsys):
+    stale = [run / ".checkpoint-k1ll3d.tmp", run / ".fedopt-summary.json-x1.tmp"]
+    for p in stale:
+        p.write_bytes(b"half a file")
+    summary = (run / "summary.json").read_bytes()
+    assert main(["simulate", "--quiet", "--resume", str(run)]) == 0
+    assert not any(p.exists() for p in stale)
+    assert (run / "summary.json").read_bytes() == summary  # resuming a finished run: same result
+
+
+def test_state_round_trips_without_pickle():
+    rng = np.random.default_rng(7)
+    arrays = [np.arange(6, dtype=np.int16).reshape(2, 3), np.asfortranarray(rng.random((3, 2)))]
+    state = {"t": 3, "nan": float("nan"), "neg0": -0.0, "f64": np.float64(0.1), "i8": np.int8(-3),
+             "flag": np.bool_(True), "tup": (1, "a", None), "rng": rng.bit_generator.state,
+             "rows": [{"z": 1.0, "a": float("inf")}], "arrays": arrays}
+    back = safestate.loads(safestate.dumps(state, KIND), KIND)
+    assert list(back["rows"][0]) == ["z", "a"]  # key order kept (CSV columns)
+    assert np.isnan(back["nan"]) and str(back["neg0"]) == "-0.0" and back["tup"] == (1, "a", None)
+    for key in ("f64", "i8", "flag"):
+        assert type(back[key]) is type(state[key]) and back[key] == state[key]
+    for a, b in zip(state["arrays"], back["arrays"]):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    g = np.random.default_rng()
+    g.bit_generator.state = back["rng"]
+    assert g.random() == rng.random()
+    with pytest.raises(TypeError, match="object array"):
+        safestate.dumps({"bad": np.array([object()])}, KIND)
+    with pytest.raises(TypeError, match="not plain data"):
+        safestate.dumps({"bad": {1, 2}}, KIND)
+
+
+# --- run folders ------------------------------------------------------------------------------
+
+def test_simulate_over_a_finished_run_changes_nothing(run, capsys):
+    before = _tree(run)
+    assert "fedlora/summary.json" in before and "comparison.json" in before
+    assert _simulate("--out", str(run), "--set", "seed=5") == 2
+    line = _one_line(capsys)
+    assert "already holds a run" in line and "--resume" in line and "--overwrite" in line
+    assert _tree(run) == before
+
+
+def test_overwrite_leaves_no_stale_file(run, capsys):
+    (run / "notes.txt").write_text("mine")  # not fedopt's: kept
+    assert main(["simulate", "--quiet", "--config", str(QUICK), "--set", "rounds=2", "--set", "K=5",
+                 "--out", str(run), "--overwrite"]) == 0
+    assert not (run / "fedlora").exists() and not (run / "comparison.json").exists()
+    assert json.loads((run / "summary.json").read_text())["rounds"] == 2
+    assert (run / "notes.txt").read_text() == "mine"
+    assert not list(run.glob("*.tmp")) and not list(run.glob(".*.tmp"))
+
+
+def test_resume_and_overwrite_together_are_refused(run, capsys):
+    before = _tree(run)
+    assert main(["simulate", "--quiet", "--resume", str(run), "--overwrite"]) == 2
+    assert "--overwrite" in _one_line(capsys)
+    assert _tree(run) == before
+
+
+def test_experiment_over_a_figure_folder_is_refused_before_work(tmp_path, capsys):
+    d = tmp_path / "fig3"
+    d.mkdir()
+    (d / "summary.json").write_text("{}\n")
+    (d / "fig3.md").write_text("old\n")
+    before = _tree(tmp_path)
+    assert main(["experiment", "fig3", "--quick", "--out", str(tmp_path), "--no-progress"]) == 2
+    line = _one_line(capsys)
+    assert "already holds a run" in line and "--overwrite" in line and "--resume" not in line
+    assert _tree(tmp_path) == before
+
+
+def test_experiment_resume_with_a_stored_run_that_is_a_folder(tmp_path, capsys):
+    (tmp_path / "fig2" / "runs" / "K6_seed0.json").mkdir(parents=True)
+    assert main(["experiment", "fig2", "--quick", "--out", str(tmp_path), "--no-progress",
+                 "--resume"]) == 2
+    line = _one_line(capsys)
+    assert "K6_seed0.json" in line and "not a file" in line
+
+
+def test_flower_simulate_over_a_run_is_refused_before_ray(run, capsys):
+    pytest.importorskip("flwr")
+    before = _tree(run)
+    assert main(["flower", "simulate", "--config", str(QUICK), "--set", "K=5", "--set", "rounds=2",
+                 "--out", str(run)]) == 2
+    line = _one_line(capsys)
+    assert "already holds a run" in line and "--overwrite" in line
+    assert _tree(run) == before
