@@ -285,11 +285,16 @@ def check_number(key: str, value: Any, *, lo: float | None = None, strict: bool 
             v = int(v)
     if integer and hi is None:
         hi = MAX_INTEGER
-    shown = v if integer else f"{v:g}"
+    def show(x: float) -> str:
+        if integer:
+            text = str(int(x))
+            return text if len(text) <= 20 else f"an integer of {len(text)} digits"
+        return f"{x:g}"
+
     if lo is not None and (v <= lo if strict else v < lo):
-        raise ConfigError(f"{key}: must be {'>' if strict else '>='} {lo:g}, got {shown}")
+        raise ConfigError(f"{key}: must be {'>' if strict else '>='} {show(lo)}, got {show(v)}")
     if hi is not None and v > hi:
-        raise ConfigError(f"{key}: must be <= {hi:g}, got {shown}")
+        raise ConfigError(f"{key}: must be <= {show(hi)}, got {show(v)}")
     return v
 
 

@@ -87,6 +87,9 @@ def check_output_file(path: str | os.PathLike, what: str) -> Path:
     p = Path(path)
     if p.is_dir():
         raise ConfigError(f"{what}: {p} is a folder; expected a file name")
+    top, _ = _existing_ancestor(p.parent)
+    if not top.is_dir():
+        raise ConfigError(f"{what}: {p} is under a file ({top})")
     check_output_dir(p.parent, what)
     if p.exists():
         try:  # opened for update, not truncated: the content stays as it is
