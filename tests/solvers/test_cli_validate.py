@@ -64,8 +64,8 @@ def test_targets_registry_accepts_other_modules():
 
 @pytest.mark.parametrize("args, needle", [
     (["--methods", "auto,simplex"], "unknown method 'simplex'"),
-    (["--instances", "0"], "--instances must be >= 1"),
-    (["--sizes", "a,b"], "comma-separated integers"),
+    (["--instances", "0"], "argument --instances: must be an integer >= 1"),
+    (["--sizes", "a,b"], "argument --sizes: entry 'a' of 'a,b': expected an integer"),
     (["--regime", "weird"], "invalid choice"),
 ])
 def test_validate_bad_arguments_one_line_exit_2(args, needle, capsys):
