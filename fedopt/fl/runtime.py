@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ..allocator import RoundState
+from ..allocator import RoundAllocator, RoundState
 from ..backends import ModuleSpec, PairBatch, make_backend
 from ..errors import ConfigError, FedoptError, StateFileError
 from ..population import draw_population
@@ -44,12 +44,10 @@ from .mobility import random_walk
 __all__ = ["Simulation", "simulate"]
 
 
-def _make_allocator(run: RunConfig, system, population, seed_seq: np.random.SeedSequence):
-    try:
-        from ..allocator import RoundAllocator
-    except ImportError:
-        raise ConfigError("the round allocator (fedopt.allocator.RoundAllocator) is not "
-                          "available in this checkout") from None
+def _make_allocator(run: RunConfig, system, population, seed_seq: np.random.SeedSequence
+                    ) -> RoundAllocator:
+    """The run's allocator; its ``state_dict()`` (plain data, a
+    :class:`fedopt.safestate.Stateful`) goes into the checkpoint."""
     kwargs: dict[str, Any] = {"policy": run.policy}
     if run.power_method is not None:
         kwargs["power_method"] = run.power_method
