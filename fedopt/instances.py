@@ -40,10 +40,24 @@ __all__ = [
 ]
 
 
+def _is_number(v: Any) -> bool:
+    """A real number: int or float (Python or numpy), but not a bool or a string."""
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
 def _array(name: str, value: Any, n: int | None = None) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "iuf":
+            raise InstanceError(f"'{name}' must hold numbers, got an array of {value.dtype}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            if not _is_number(v):
+                raise InstanceError(f"'{name}[{i}]' is {v!r}; every value must be a number")
+    else:
+        raise InstanceError(f"'{name}' must be a list of numbers, got {type(value).__name__}")
     try:
         arr = np.asarray(value, dtype=float)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InstanceError(f"'{name}' must be a list of numbers") from None
     if arr.ndim != 1:
         raise InstanceError(f"'{name}' must be a flat list, got shape {arr.shape}")
@@ -56,10 +70,12 @@ def _array(name: str, value: Any, n: int | None = None) -> np.ndarray:
 
 
 def _scalar(name: str, value: Any) -> float:
+    if not _is_number(value):
+        raise InstanceError(f"'{name}' must be a number, got {value!r}")
     try:
         v = float(value)
-    except (TypeError, ValueError):
-        raise InstanceError(f"'{name}' must be a number, got {value!r}") from None
+    except OverflowError:
+        raise InstanceError(f"'{name}' = {value!r} is too large") from None
     if not math.isfinite(v):
         raise InstanceError(f"'{name}' is {v}; it must be finite")
     return v
@@ -112,9 +128,22 @@ class BandwidthInstance:
             raise InstanceError(f"'b_min[{i}]' = {b_min[i]:g} exceeds 'b_max[{i}]' = {b_max[i]:g}")
         if budget <= 0:
             raise InstanceError(f"'budget' = {budget:g}; it must be > 0")
-        if b_min.sum() > budget * (1 + 1e-12):
+        # magnitudes whose terms or sums would overflow a float: refused (solvers rescale
+        # anything representable, see solve_bandwidth)
+        big = float(np.max(w, initial=0.0)) + float(np.max(c / b_min, initial=0.0))
+        if w.size and not big * max(w.size, 1) <= 1e300:
+            k = int(np.argmax(np.maximum(w, c / b_min)))
+            raise InstanceError(
+                f"'w[{k}]' = {w[k]:g}, 'c[{k}]' = {c[k]:g}: the objective's terms would overflow; "
+                f"rescale w and c together (their ratio is what matters)")
+        if b_max.size and float(np.max(b_max)) > 1e300:
+            raise InstanceError(f"'b_max' holds {float(np.max(b_max)):g}; values up to 1e300 only")
+        # one rule for the budget: exact (fsum) feasibility, no slack
+        total = math.fsum(b_min.tolist())
+        if total > budget:
             raise InfeasibleError(
-                f"infeasible: sum(b_min) = {b_min.sum():.6g} exceeds 'budget' = {budget:g}"
+                f"infeasible: sum(b_min) = {total!r} exceeds 'budget' = {budget!r} "
+                f"by {total - budget:.3g}"
             )
         for name, arr in (("w", w), ("a", a), ("c", c), ("b_min", b_min), ("b_max", b_max)):
             object.__setattr__(self, name, _readonly(arr))
@@ -228,8 +257,9 @@ class PowerInstance:
     def objective(self, p: float) -> float:
         """Objective of (21): Σ_m W_m (1 - q_m(p)) + C p."""
         p = float(p)
-        q = np.exp(-self.A / p - self.kappa * p ** (-2.0 / self.alpha))
-        return math.fsum(self.W * (1.0 - q)) + self.C * p
+        u = self.A / p + self.kappa * p ** (-2.0 / self.alpha)
+        # 1 − q = −expm1(−u): exact where q ≈ 1 (1 − q computed directly loses every digit)
+        return math.fsum((self.W * -np.expm1(-u)).tolist()) + self.C * p
 
     def violation(self, p: float) -> float:
         p = float(p)
@@ -317,8 +347,8 @@ class PowerBatch:
     def objective(self, p: np.ndarray) -> np.ndarray:
         """Per-UE objective of (21), shape (K,)."""
         p = np.asarray(p, dtype=float)[:, None]
-        q = np.exp(-self.A / p - self.kappa[:, None] * p ** (-2.0 / self.alpha))
-        return (self.W * (1.0 - q)).sum(axis=1) + self.C * p[:, 0]
+        u = self.A / p + self.kappa[:, None] * p ** (-2.0 / self.alpha)
+        return (self.W * -np.expm1(-u)).sum(axis=1) + self.C * p[:, 0]  # 1 − q = −expm1(−u)
 
     def instance(self, k: int) -> PowerInstance:
         """UE k's problem alone (its used slots only)."""
@@ -344,13 +374,9 @@ class PowerBatch:
 def _read_json(text_or_path: str | Path) -> dict:
     text = str(text_or_path)
     if isinstance(text_or_path, Path) or not text.lstrip().startswith("{"):
-        path = Path(text_or_path)
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            raise InstanceError(f"no such file: {path}") from None
-        except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-            raise InstanceError(f"cannot read {path}: {exc.__class__.__name__}") from None
+        from .files import read_text
+
+        text = read_text(text_or_path, "instance", InstanceError)
     try:
         data = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:

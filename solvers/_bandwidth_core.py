@@ -17,6 +17,7 @@ best of: lo, hi, the clipped root on [lo, min(hi, b1)] and the clipped root on
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -36,6 +37,25 @@ def df(w, a, c, b):
 def d2f(w, a, c, b):
     """f_n''(b) (MODEL.md, facts for a global method)."""
     return 2.0 * c / (b * b * b) - w * a * a * np.exp(-a * b)
+
+
+def parts(w, a, c, b):
+    """Size of the float evaluation of f_n(b) (16): |−w e^{−ab}|·(3 + ab) + 2 c/b. The
+    rounding error of f evaluated in float is at most ε times this (exp to 1 ulp, the
+    product a·b propagated through exp, one multiply, one divide, one add)."""
+    e = w * np.exp(-a * b)
+    return e * (3.0 + a * b) + 2.0 * c / b
+
+
+def objective_rounding(w, a, c, b) -> tuple[float, float]:
+    """(A bound on the rounding error of Σ f_n(b) as :func:`fsum` evaluates it, the size of
+    the terms Σ(w e^{−ab} + c/b)). fsum adds exactly up to N = 20000; above, the pairwise sum
+    adds at most log2(N)·ε·Σ|f_n|."""
+    p = parts(w, a, c, b)
+    err = 2.0 * EPS * fsum(p)
+    if p.size > 20_000:
+        err += math.log2(p.size) * EPS * float(np.sum(p))
+    return err, fsum(w * np.exp(-a * b) + c / b)
 
 
 def convex_mask(w, a, c) -> np.ndarray:
@@ -137,9 +157,10 @@ def monotone_root(w, a, c, nu, lo, hi, x0=None, max_iter: int = 100):
             step = H / dH
         xn = x - step
         newton_done = np.abs(step) <= 8 * EPS * x
-        bad = ~((xn >= lo) & (xn <= hi)) & ~newton_done
+        bad = ~((xn >= lo) & (xn <= hi))
         if prev is not None:
             bad |= np.abs(step) > 0.5 * prev  # not converging: bisect
+        bad &= ~newton_done  # a converged Newton iterate is never replaced by a midpoint
         if bad.any():
             xn = np.where(bad, np.sqrt(lo * hi), xn)
         done = newton_done | (hi - lo <= 4 * EPS * hi) | (H == 0)
@@ -200,6 +221,33 @@ class _Piece:
         self.warm = x
         return x, val, free, iters
 
+    def lower(self, nu: float, x: np.ndarray, val: np.ndarray):
+        """A certified lower bound on min_{[l, r]} f + ν b from any point x of the piece, and
+        the size of its float evaluation.
+
+        f + ν b is convex on the piece, so it lies above its tangent at x:
+        min ≥ f(x) + ν x + min(φ(x)(l − x), φ(x)(r − x)), φ = f' + ν. At an exact root φ = 0
+        and the bound is the value itself; an inexact or wrong root only lowers the bound,
+        never lifts it above the true minimum (the a-posteriori check of the oracle).
+        """
+        e = self.w * np.exp(-self.a * x)
+        phi = self.w * self.a * np.exp(-self.a * x) - self.c / (x * x) + nu
+        corr = np.minimum(phi * (self.l - x), phi * (self.r - x))
+        size = e * (3.0 + self.a * x) + 2.0 * self.c / x + 2.0 * abs(nu) * x + 4.0 * np.abs(corr)
+        return val + nu * x + corr, size
+
+
+class Argmin(NamedTuple):
+    """The per-pair Lagrangian oracle's answer at one ν. Arrays (N,)."""
+
+    b: np.ndarray        # global minimiser of f_n(b) + ν b on [lo_n, hi_n]
+    v: np.ndarray        # its value
+    free: np.ndarray     # True where b is an interior root of (17)
+    iterations: int
+    piece: np.ndarray    # 0: at lo, 1: at hi, 2: first convex piece, 3: last convex piece
+    lb: np.ndarray | None    # certified lower bound on each pair's minimum (``bound=True``)
+    size: np.ndarray | None  # size of the float evaluation of each lb (rounding is ε·size)
+
 
 class Box:
     """The per-pair Lagrangian oracle on one box [lo, hi] (one B&B node). Arrays (N,)."""
@@ -229,10 +277,13 @@ class Box:
             self.pC = None
         self.n = n
 
-    def argmin(self, nu: float):
+    def argmin(self, nu: float, bound: bool = False) -> Argmin:
         """Global minimiser of f_n(b) + ν b on [lo_n, hi_n] for every pair.
 
-        Returns (b, value f_n(b) + ν b, free mask (interior root of (17)), iterations).
+        The candidates are lo, hi and the clipped root of (17) on each convex piece (the
+        concave piece between has its minimum at an end). With ``bound=True`` it also returns
+        each pair's certified lower bound (:meth:`_Piece.lower` on both convex pieces, the
+        exact values at lo and hi), which holds even if a root were wrong.
         """
         lo, hi = self.lo, self.hi
         v_lo = self.f_lo + nu * lo
@@ -240,27 +291,38 @@ class Box:
         m = v_hi < v_lo
         best_b = np.where(m, hi, lo)
         best_v = np.where(m, v_hi, v_lo)
+        piece = m.astype(np.int8)
         free = np.zeros(self.n, dtype=bool)
+        lb = size = None
+        if bound:
+            lb = best_v.copy()
+            end = np.where(m, hi, lo)
+            size = parts(self.w, self.a, self.c, end) + 2.0 * abs(nu) * end
         iters = 0
-        for piece in (self.pA, self.pC):
-            if piece is None:
+        for pid, p in ((2, self.pA), (3, self.pC)):
+            if p is None:
                 continue
-            x, fx, fr, it = piece.solve(nu)
+            x, fx, fr, it = p.solve(nu)
             iters = max(iters, it)
             v = fx + nu * x
-            if piece.idx is None:
-                m = v <= best_v
+            sel = slice(None) if p.idx is None else p.idx
+            m = v <= best_v[sel]
+            if p.idx is None:
                 best_b = np.where(m, x, best_b)
                 best_v = np.where(m, v, best_v)
                 free = np.where(m, fr, free)
+                piece = np.where(m, pid, piece).astype(np.int8)
             else:
-                ii = piece.idx
-                m = v <= best_v[ii]
-                sel = ii[m]
-                best_b[sel] = x[m]
-                best_v[sel] = v[m]
-                free[sel] = fr[m]
-        return best_b, best_v, free, iters
+                s_ = p.idx[m]
+                best_b[s_] = x[m]
+                best_v[s_] = v[m]
+                free[s_] = fr[m]
+                piece[s_] = pid
+            if bound:
+                plb, psize = p.lower(nu, x, fx)
+                lb[sel] = np.minimum(lb[sel], plb)
+                size[sel] = np.maximum(size[sel], psize)
+        return Argmin(best_b, best_v, free, iters, piece, lb, size)
 
 
 def fsum(x: np.ndarray) -> float:

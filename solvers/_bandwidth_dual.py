@@ -13,19 +13,30 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._bandwidth_core import Box, d2f, f, fsum, make_feasible
+from ._bandwidth_core import EPS, Box, d2f, f, fsum, make_feasible
 
 
 @dataclass
 class DualResult:
     nu: float
-    bound: float          # g(ν), a valid lower bound on the box's optimum
-    b: np.ndarray         # the relaxation's point (a convex combination of b(ν⁻), b(ν⁺)), feasible
+    bound: float          # certified lower bound on the box's optimum (rounding subtracted)
+    b: np.ndarray         # the relaxation's point (see :func:`fill`), feasible
     objective: float      # Σ f_n(b)
     env_gap: np.ndarray   # f_n(b_n) − envelope value at b_n, per pair (>= 0)
     iterations: int
     binding: bool
     jumped: bool          # S(ν) jumps at ν* (a nonconvex pair switches piece)
+    rounding: float = 0.0  # the rounding allowance subtracted from ``bound``
+
+
+def certified_bound(box: Box, nu: float, budget: float) -> tuple[float, float]:
+    """g(ν) = Σ_n min_b [f_n(b) + ν b] − ν·budget, certified: each per-pair minimum is
+    replaced by its lower bound from :meth:`Box.argmin` (``bound=True``), and the rounding
+    of the float evaluation is subtracted. Any ν >= 0 gives a valid lower bound on (16) on
+    the box (weak duality). Returns (bound, rounding allowance)."""
+    r = box.argmin(nu, bound=True)
+    rounding = 2.0 * EPS * (fsum(r.size) + nu * budget)
+    return fsum(r.lb) - nu * budget - rounding, rounding
 
 
 def solve_dual(box: Box, budget: float, rel_tol: float = 1e-13, max_iter: int = 300) -> DualResult:
@@ -34,19 +45,21 @@ def solve_dual(box: Box, budget: float, rel_tol: float = 1e-13, max_iter: int = 
     Stops when S(ν) = budget to 1e-13 relative (then the free pairs absorb the residual by
     one Newton correction in b, db/dν = −1/f''), or when the ν bracket is so tight that g can
     gain at most rel_tol·scale by going on (the bound's slack is at most
-    (ν_hi − ν_lo)·(S(ν_lo) − S(ν_hi))), which is how a jump of S at ν* ends.
+    (ν_hi − ν_lo)·(S(ν_lo) − S(ν_hi))), which is how a jump of S at ν* ends. The bound is
+    then re-evaluated with certificates at the best ν (:func:`certified_bound`).
     """
     w, a, c, lo, hi = box.w, box.a, box.c, box.lo, box.hi
-    b0, v0, free0, _ = box.argmin(0.0)
-    s0 = fsum(b0)
+    r0 = box.argmin(0.0)
+    s0 = fsum(r0.b)
     if s0 <= budget:
-        b = make_feasible(b0.copy(), lo, hi, budget)
+        b = make_feasible(r0.b.copy(), lo, hi, budget)
         obj = fsum(f(w, a, c, b))
-        return DualResult(0.0, fsum(v0), b, obj, np.zeros_like(b), 1, False, False)
-    scale = max(float(np.sum(np.abs(v0))), 1e-300)
-    nu_lo, b_lo, v_lo, s_lo = 0.0, b0, v0, s0
+        bound, rounding = certified_bound(box, 0.0, budget)
+        return DualResult(0.0, bound, b, obj, np.zeros_like(b), 1, False, False, rounding)
+    scale = max(float(np.sum(np.abs(r0.v))), 1e-300)
+    nu_lo, lo_r, s_lo = 0.0, r0, s0
     nu_hi = float(np.max(c / (lo * lo))) * (1 + 1e-9) + 1e-300
-    b_hi, v_hi, s_hi = None, None, None
+    hi_r, s_hi = None, None
     nu = _initial_nu(w, a, c, lo, hi, budget, nu_hi)
     res_prev = abs(s0 - budget)
     it = 0
@@ -54,17 +67,18 @@ def solve_dual(box: Box, budget: float, rel_tol: float = 1e-13, max_iter: int = 
     for it in range(1, max_iter + 1):  # noqa: B007 (it is reported after the loop)
         if not (nu_lo < nu < nu_hi):
             nu = _bisect(nu_lo, nu_hi)
-        b, v, free, _ = box.argmin(nu)
-        s = float(np.sum(b))
+        r = box.argmin(nu)
+        s = float(np.sum(r.b))
         if s > budget:
-            nu_lo, b_lo, v_lo, s_lo = nu, b, v, s
+            nu_lo, lo_r, s_lo = nu, r, s
         else:
-            nu_hi, b_hi, v_hi, s_hi = nu, b, v, s
-        inv = 1.0 / d2f(w[free], a[free], c[free], b[free]) if free.any() else None
+            nu_hi, hi_r, s_hi = nu, r, s
+        free = r.free
+        inv = 1.0 / d2f(w[free], a[free], c[free], r.b[free]) if free.any() else None
         slope = float(np.sum(inv)) if inv is not None else 0.0
         res = abs(s - budget)
         if res <= 1e-13 * budget and slope > 0:
-            exact = (nu, b, v, free, inv, slope)
+            exact = (nu, r, inv, slope)
             break
         if nu_hi - nu_lo <= 2e-16 * nu_hi:
             break
@@ -78,29 +92,65 @@ def solve_dual(box: Box, budget: float, rel_tol: float = 1e-13, max_iter: int = 
             res_prev = res
         nu = nxt
     if exact is not None:
-        nu, b, v, free, inv, slope = exact
-        b = b.copy()
+        nu, r, inv, slope = exact
+        b = r.b.copy()
         corr = (fsum(b) - budget) / slope  # Newton correction: Σ db = budget − S
-        b[free] -= corr * inv
+        b[r.free] -= corr * inv
         b = make_feasible(b, lo, hi, budget)
-        bound = fsum(v) - nu * budget
+        bound, rounding = certified_bound(box, nu, budget)
         fb = f(w, a, c, b)
-        return DualResult(nu, bound, b, fsum(fb), np.zeros_like(b), it, True, False)
-    if b_hi is None:  # never found S <= budget (cannot happen: b(nu_hi) = lo)
-        b_hi, v_hi, _, _ = box.argmin(nu_hi)
-    s_lo, s_hi = fsum(b_lo), fsum(b_hi)
-    g_lo = fsum(v_lo) - nu_lo * budget
-    g_hi = fsum(v_hi) - nu_hi * budget
-    bound = max(g_lo, g_hi)
-    theta = (budget - s_hi) / (s_lo - s_hi) if s_lo > s_hi else 0.0
-    theta = min(max(theta, 0.0), 1.0)
-    b = b_hi + theta * (b_lo - b_hi)
-    b = make_feasible(b, lo, hi, budget)
+        return DualResult(nu, bound, b, fsum(fb), np.zeros_like(b), it, True, False, rounding)
+    if hi_r is None:  # never found S <= budget (cannot happen: b(nu_hi) = lo)
+        hi_r = box.argmin(nu_hi)
+    g_lo = fsum(lo_r.v) - nu_lo * budget
+    g_hi = fsum(hi_r.v) - nu_hi * budget
+    bound, rounding = certified_bound(box, nu_lo if g_lo >= g_hi else nu_hi, budget)
+    b, env_gap = fill(box, hi_r, lo_r, budget)
+    jumped = bool(np.any(hi_r.piece != lo_r.piece))
+    return DualResult(0.5 * (nu_lo + nu_hi), bound, b, fsum(f(w, a, c, b)), env_gap, it, True,
+                      jumped, rounding)
+
+
+def fill(box: Box, hi_r, lo_r, budget: float) -> tuple[np.ndarray, np.ndarray]:
+    """The relaxation's point from the Lagrangian minimisers at the ends of the final ν
+    bracket: b(ν_hi) (Σ <= budget) and b(ν_lo) (Σ > budget).
+
+    Pairs that stay on one piece move together by one fraction θ (on a convex piece the
+    interpolation lies on the envelope). Pairs that jump between pieces (the nonconvex ones,
+    where the envelope is linear between the two minimisers) are raised from b(ν_hi) to
+    b(ν_lo) one at a time, in decreasing index, until the budget is used: so at most one of
+    them sits strictly inside its linear piece, above f_n (Udell and Boyd's "at most one term
+    above its envelope"), even when many identical pairs jump at the same ν. Within a group
+    of identical pairs the higher copies get the larger b, as the B&B's ordering expects.
+    Returns (b feasible, env_gap per pair).
+    """
+    w, a, c = box.w, box.a, box.c
+    b_hi, b_lo = hi_r.b, lo_r.b
+    d = np.maximum(b_lo - b_hi, 0.0)
+    jump = (hi_r.piece != lo_r.piece) & (d > 0)
+    room = budget - fsum(b_hi)
+    b = b_hi.copy()
+    t = np.zeros_like(b)
+    cont = ~jump
+    dc = fsum(d[cont]) if cont.any() else 0.0
+    if room > 0 and dc > 0:
+        th = min(1.0, room / dc)
+        t[cont] = th
+        room -= th * dc
+    if room > 0 and jump.any():
+        ji = np.flatnonzero(jump)[::-1]
+        cum = np.cumsum(d[ji])
+        full = cum <= room
+        t[ji[full]] = 1.0
+        k = int(np.count_nonzero(full))
+        if k < ji.size:
+            rest = room - (cum[k - 1] if k else 0.0)
+            t[ji[k]] = min(1.0, max(0.0, rest / d[ji[k]]))
+    b = b_hi + t * d
+    b = make_feasible(b, box.lo, box.hi, budget)
     fb = f(w, a, c, b)
-    env = (1 - theta) * f(w, a, c, b_hi) + theta * f(w, a, c, b_lo)
-    env_gap = np.maximum(fb - env, 0.0)
-    jumped = bool(np.max(b_lo - b_hi) > 1e-9 * max(1.0, float(np.max(hi))))
-    return DualResult(0.5 * (nu_lo + nu_hi), bound, b, fsum(fb), env_gap, it, True, jumped)
+    env = (1 - t) * f(w, a, c, b_hi) + t * f(w, a, c, b_lo)
+    return b, np.maximum(fb - env, 0.0)
 
 
 def _newton_step(nu: float, s: float, slope: float, budget: float) -> float:

@@ -14,6 +14,7 @@ import numpy as np
 from scipy.special import lambertw
 
 from ._bandwidth_core import Box, d2f, df, f, fsum, inflections, make_feasible
+from ._bandwidth_dual import certified_bound
 
 
 def w0_root(w, a, c) -> np.ndarray:
@@ -55,12 +56,12 @@ def w0_solution(w, a, c, lo, hi) -> np.ndarray:
 
 
 def lagrangian_bound(inst, nu: float, box: Box | None = None) -> float:
-    """g(ν) = Σ_n min_{[b_min, b_max]} (f_n + ν b) − ν·budget, a valid lower bound on (16)."""
+    """g(ν) = Σ_n min_{[b_min, b_max]} (f_n + ν b) − ν·budget, a valid lower bound on (16)
+    (certified per pair and net of rounding, :func:`certified_bound`)."""
     if box is None:
         b1, b2 = inflections(inst.w, inst.a, inst.c, inst.b_min, inst.b_max)
         box = Box(inst.w, inst.a, inst.c, inst.b_min, inst.b_max, b1, b2)
-    _, v, _, _ = box.argmin(nu)
-    return fsum(v) - nu * inst.budget
+    return certified_bound(box, max(float(nu), 0.0), inst.budget)[0]
 
 
 def solve_lambertw(inst, tol: float = 1e-9, max_iter: int = 200):
@@ -73,7 +74,7 @@ def solve_lambertw(inst, tol: float = 1e-9, max_iter: int = 200):
     b = w0_solution(w, a, c, lo, hi)
     if fsum(b) <= B:
         b = make_feasible(b, lo, hi, B)
-        return b, 0.0, 0, fsum(f(w, a, c, b))
+        return b, 0.0, 0, lagrangian_bound(inst, 0.0)
     b1, b2 = inflections(w, a, c, lo, hi)
     full = Box(w, a, c, lo, hi, b1, b2)
     local = Box(w, a, c, lo, hi, b1, b2)
@@ -89,7 +90,8 @@ def solve_lambertw(inst, tol: float = 1e-9, max_iter: int = 200):
         if not (nu_lo < nxt < nu_hi):
             nxt = 0.5 * (nu_lo + nu_hi) if nu_lo > 0 or nu_hi < 1e3 else nu_hi * 1e-3
         nu = nxt
-        b, _, free, _ = local.argmin(nu)
+        r = local.argmin(nu)
+        b, free = r.b, r.free
         s = fsum(b)
         if s > B:
             nu_lo = nu
@@ -158,7 +160,7 @@ def solve_alg1(inst, eps: float = 1e-12, max_iter: int = 400):
     b, v = tier1(0.0)
     if fsum(b) <= B:
         b = make_feasible(b, lo, hi, B)
-        return b, 0.0, 0, fsum(v), n1
+        return b, 0.0, 0, lagrangian_bound(inst, 0.0), n1
     nu_lo, nu_hi = 0.0, float(np.max(c / (lo * lo))) * (1 + 1e-9)
     best = None
     it = 0
@@ -179,6 +181,6 @@ def solve_alg1(inst, eps: float = 1e-12, max_iter: int = 400):
         b, v = tier1(nu_hi)
         best = (nu_hi, b, v)
     nu, b, v = best
-    bound = fsum(v) - nu * B
+    bound = lagrangian_bound(inst, nu)  # g(ν) with certified per-pair minima
     b = make_feasible(b.copy(), lo, hi, B)
     return b, nu, it, bound, n1

@@ -80,6 +80,12 @@ def solve_ipopt(inst, time_limit: float, tol: float = 1e-10, x0: np.ndarray | No
         x0 = np.minimum(lo + 0.5 * share, hi)
 
     class _P:
+        iterations = 0
+
+        def intermediate(self, alg_mod, iter_count, *args) -> bool:
+            self.iterations = int(iter_count)  # Ipopt's own iteration counter
+            return True
+
         def objective(self, x):
             return float(np.sum(f(w, a, c, x)))
 
@@ -99,13 +105,14 @@ def solve_ipopt(inst, time_limit: float, tol: float = 1e-10, x0: np.ndarray | No
         def hessian(self, x, lagrange, obj_factor):
             return obj_factor * d2f(w, a, c, x)
 
-    prob = cyipopt.Problem(n=n, m=1, problem_obj=_P(), lb=lo, ub=hi, cl=[-1e20], cu=[B])
+    obj = _P()
+    prob = cyipopt.Problem(n=n, m=1, problem_obj=obj, lb=lo, ub=hi, cl=[-1e20], cu=[B])
     prob.add_option("print_level", 0)
     prob.add_option("sb", "yes")
     prob.add_option("tol", tol)
     prob.add_option("max_wall_time", float(time_limit))
     x, info = prob.solve(np.asarray(x0, dtype=float))
-    return np.asarray(x), info
+    return np.asarray(x), dict(info, iterations=obj.iterations)
 
 
 def solve_cvxpy(inst, tol: float = 1e-9, max_iter: int = 200):

@@ -206,13 +206,18 @@ def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 4, max_depth: i
     if convex_cells:
         cc = np.concatenate(convex_cells, axis=1)
         kc = cc[idx["k"]].astype(np.intp)
-        s_root, F_root = _newton(d, kc, cc[idx["sa"]], cc[idx["sb"]], cc[idx["Da"]],
-                                 cc[idx["Db"]])
+        sa, sb = cc[idx["sa"]], cc[idx["sb"]]
+        s_root, F_root = _newton(d, kc, sa, sb, cc[idx["Da"]], cc[idx["Db"]])
         cand_k.append(kc)
         cand_s.append(s_root)
         cand_F.append(F_root)
         st_k.append(kc)
         st_s.append(s_root)
+        # F is convex in s on the cell, so it lies above its tangent at the root found:
+        # min F >= F(x) + min(D(x)(s_a − x), D(x)(s_b − x)); an inexact root only lowers it
+        D_root = d.at(kc, s_root)[5]
+        tangent = F_root + np.minimum(D_root * (sa - s_root), D_root * (sb - s_root))
+        np.minimum.at(lower, kc, tangent)
     if concave_cells:  # local maxima, reported only
         cc = np.concatenate(concave_cells, axis=1)
         kc = cc[idx["k"]].astype(np.intp)

@@ -8,13 +8,23 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Solution", "STATUSES", "TINY", "relative_gap"]
+__all__ = ["Solution", "STATUSES", "TINY", "TOLERANCES", "certify", "check_options",
+           "relative_gap"]
 
 #: The status vocabulary shared by all methods.
 STATUSES = ("optimal", "locally_optimal", "feasible", "time_limit", "infeasible", "error")
 
 #: Denominator floor of the relative gap, (objective - bound) / max(|objective|, TINY).
 TINY = 1e-300
+
+EPS = float(np.finfo(float).eps)
+
+
+#: What a certificate met: ``relative`` — the certified gap (rounding included) is within
+#: ``tol`` of |objective|, the status is ``optimal``; ``rounding`` — it is within ``tol`` of the
+#: size of the objective's terms but not of |objective| (the terms cancel and float arithmetic
+#: cannot certify ``tol`` relative), the status stays ``feasible``.
+TOLERANCES = ("relative", "rounding")
 
 
 def relative_gap(objective: float, bound: float | None) -> float | None:
@@ -24,6 +34,52 @@ def relative_gap(objective: float, bound: float | None) -> float | None:
     if not math.isfinite(bound):
         return math.inf
     return max(0.0, objective - bound) / max(abs(objective), TINY)
+
+
+def check_options(tol, time_limit) -> None:
+    """The solver options every method shares: tol in (0, 1), a finite time_limit >= 0.
+    A wrong type is a ``TypeError``, a wrong value an ``InstanceError`` (a ``ValueError``)."""
+    from .._checks import real
+    from ..errors import InstanceError
+
+    if real("tol", tol, 0.0, strict=True) >= 1.0:
+        raise InstanceError(f"tol: must be < 1, got {tol!r}")
+    real("time_limit", time_limit, 0.0)
+
+
+def certify(objective: float, bound: float | None, rounding: float, scale: float, tol: float,
+            status: str, exact_bound: bool = True
+            ) -> tuple[str, float | None, float | None, str | None]:
+    """The one rule that turns a point and a bound into a label.
+
+    ``objective`` is the float value at the point, ``rounding`` a bound on its evaluation
+    error, ``bound`` a certified lower bound (its own rounding already subtracted), ``scale``
+    the size of the objective's terms (Σ|parts|). The certified gap covers the rounding:
+    ``gap_abs = objective + rounding − bound``. Returns (status, gap, gap_abs, tolerance):
+    ``optimal`` only when ``gap_abs <= tol·max(|objective|, TINY)`` and the method's own
+    status allows it; a bound above the objective by more than the rounding is not a
+    certificate but a bug, and gives ``error`` (``exact_bound=False`` for an external
+    solver's bound, which holds only to that solver's own tolerances: it is then clipped).
+    """
+    if bound is None or objective is None or not math.isfinite(objective):
+        return ("feasible" if status == "optimal" else status), None, None, None
+    if not math.isfinite(bound):
+        return ("feasible" if status == "optimal" else status), math.inf, math.inf, None
+    gap_abs = objective + rounding - bound
+    if gap_abs < -(rounding + 4 * EPS * abs(objective)) and exact_bound:
+        return "error", None, None, None
+    gap_abs = max(gap_abs, 0.0)
+    gap = gap_abs / max(abs(objective), TINY)
+    tolerance = None
+    if gap <= tol:
+        tolerance = "relative"
+    elif gap_abs <= tol * max(scale, TINY):
+        tolerance = "rounding"
+    if tolerance == "relative" and status in ("optimal", "locally_optimal", "feasible"):
+        status = "optimal"
+    elif status == "optimal":
+        status = "feasible"
+    return status, gap, gap_abs, tolerance
 
 
 @dataclass(frozen=True)
@@ -40,8 +96,14 @@ class Solution:
     iterations : the method's own iteration count (nodes, Newton steps, bisection steps).
     seconds : wall time of the solve.
     bound : a certified lower bound on the optimum, or ``None``.
-    gap : (objective - bound) / max(|objective|, TINY), or ``None``.
-    extras : method-specific data (ν, stationary points, native solver status, ...).
+    gap : the certified relative gap, (objective + rounding − bound) / max(|objective|, TINY),
+        or ``None``; it covers the float rounding of the objective itself.
+    gap_abs : the same gap in the objective's units, or ``None``.
+    tolerance : what the certificate met (:data:`TOLERANCES`): ``"relative"`` (gap <= tol;
+        the status is then ``optimal``), ``"rounding"`` (gap_abs <= tol·Σ|terms|: optimal as
+        far as float arithmetic can tell, but the terms cancel, so ``feasible``), or ``None``.
+    extras : method-specific data (ν, stationary points, native solver status, the rounding
+        allowance ``rounding`` and the term size ``scale``, ...).
     """
 
     x: Any
@@ -53,10 +115,14 @@ class Solution:
     bound: float | None = None
     gap: float | None = None
     extras: dict = field(default_factory=dict, compare=False)
+    gap_abs: float | None = None
+    tolerance: str | None = None
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"unknown status {self.status!r}; expected one of {STATUSES}")
+        if self.tolerance is not None and self.tolerance not in TOLERANCES:
+            raise ValueError(f"unknown tolerance {self.tolerance!r}; expected one of {TOLERANCES}")
 
     @property
     def b(self) -> np.ndarray:
@@ -85,6 +151,8 @@ class Solution:
             seconds=float(self.seconds),
             bound=_num(self.bound),
             gap=_num(self.gap),
+            gap_abs=_num(self.gap_abs),
+            tolerance=self.tolerance,
         )
         return out
 

@@ -32,8 +32,8 @@ import numpy as np
 
 from ..errors import FedoptError
 from ..instances import BandwidthInstance
-from ._bandwidth_core import f, fsum
-from ._solution import Solution, relative_gap
+from ._bandwidth_core import f, fsum, objective_rounding
+from ._solution import Solution, certify, check_options
 
 __all__ = ["solve_bandwidth", "BANDWIDTH_METHODS", "bandwidth_objective"]
 
@@ -58,7 +58,11 @@ def _violation(inst: BandwidthInstance, b: np.ndarray) -> float:
     return float(max(0.0, np.max(inst.b_min - b), np.max(b - inst.b_max), over))
 
 
-def _finish(inst, b, method, status, iterations, t0, bound, tol, extras) -> Solution:
+def _finish(inst, b, method, status, iterations, t0, bound, tol, extras,
+            exact_bound: bool = True) -> Solution:
+    """Check the point (projected into the feasible set if a solver left it outside),
+    re-evaluate the objective exactly and label it by :func:`certify`: ``optimal`` only with
+    a bound within tol of the objective, rounding included."""
     if b is None:
         return Solution(np.full(inst.n, np.nan), math.nan, status if status != "optimal"
                         else "error", method, iterations, time.perf_counter() - t0, bound,
@@ -74,28 +78,62 @@ def _finish(inst, b, method, status, iterations, t0, bound, tol, extras) -> Solu
             return Solution(b, math.nan, "error", method, iterations,
                             time.perf_counter() - t0, bound, None, extras)
     obj = bandwidth_objective(inst, b)
-    gap = relative_gap(obj, bound)
-    if gap is not None and gap <= tol and status in ("optimal", "locally_optimal", "feasible"):
-        status = "optimal"
-    elif status == "optimal":
-        status = "feasible"
-    return Solution(b, obj, status, method, int(iterations), time.perf_counter() - t0, bound,
-                    gap, extras)
+    if not math.isfinite(obj):
+        return Solution(b, obj, "error", method, int(iterations), time.perf_counter() - t0,
+                        bound, None, dict(extras, message="the objective is not finite"))
+    rounding, scale = objective_rounding(inst.w, inst.a, inst.c, b)
+    if bound is not None and not exact_bound:
+        bound = min(bound, obj)  # an external solver's bound holds to its own tolerance only
+    label, gap, gap_abs, met = certify(obj, bound, rounding, scale, tol, status, exact_bound)
+    if label == "error" and status != "error":
+        extras = dict(extras, message=f"certificate check failed: bound {bound!r} lies above "
+                      f"the objective {obj!r} by more than its rounding {rounding:.3g}")
+    return Solution(b, obj, label, method, int(iterations), time.perf_counter() - t0, bound,
+                    gap, dict(extras, rounding=rounding, scale=scale), gap_abs, met)
 
 
 def solve_bandwidth(instance: BandwidthInstance, method: str = "auto", tol: float = 1e-9,
                     time_limit: float = 60.0, eps: float = 1e-12) -> Solution:
     """Solve the bandwidth problem (16) for ``instance``; ``x`` is b with shape (N,).
 
-    ``tol`` is the relative gap below which a result is certified ``optimal``;
+    ``tol`` is the relative gap below which a result is certified ``optimal`` (the gap
+    covers the rounding of the objective itself; ``Solution.tolerance`` says what was met);
     ``time_limit`` (seconds) bounds ``global``, ``scip`` and ``ipopt``; ``eps`` is
     Algorithm 1's stopping tolerance ε (``alg1`` only: relative budget residual or ν interval).
+
+    Degenerate instances get one answer from every method: N = 0 is the empty allocation,
+    and a budget within 1e-12 (relative) of Σ b_min leaves only b = b_min, which is returned
+    with a Lipschitz bound over the sliver of room left (``extras['budget_room']``).
+    Magnitudes far from 1 (max(w, c/b_min) outside [1e-50, 1e50]) are solved rescaled.
     """
+    if not isinstance(instance, BandwidthInstance):
+        raise TypeError(f"instance must be a BandwidthInstance, got {type(instance).__name__}")
     if method not in BANDWIDTH_METHODS:
         raise ValueError(f"unknown bandwidth method {method!r}; known: {', '.join(BANDWIDTH_METHODS)}")
-    if not (isinstance(eps, (int, float)) and 0 < eps < 1):
+    check_options(tol, time_limit)
+    if not (isinstance(eps, (int, float)) and not isinstance(eps, bool) and 0 < eps < 1):
         raise ValueError(f"eps: Algorithm 1's tolerance must be in (0, 1), got {eps!r}")
     t0 = time.perf_counter()
+    inst = instance
+    if inst.n == 0:
+        return Solution(np.zeros(0), 0.0, "optimal", method, 0, time.perf_counter() - t0, 0.0,
+                        0.0, {"rounding": 0.0, "scale": 0.0}, 0.0, "relative")
+    room = inst.budget - fsum(inst.b_min)
+    if room <= 1e-12 * inst.budget:
+        b = np.array(inst.b_min)
+        lip = float(np.max(inst.c / (b * b)))  # |f_n'| <= c_n/b² where f_n decreases
+        bound = bandwidth_objective(inst, b) - room * lip - objective_rounding(
+            inst.w, inst.a, inst.c, b)[0]
+        return _finish(inst, b, method, "optimal", 0, t0, bound, tol, {"budget_room": room})
+    s = max(float(np.max(inst.w)), float(np.max(inst.c / inst.b_min)))
+    if s > 0 and not (1e-50 <= s <= 1e50):
+        scaled = BandwidthInstance(inst.w / s, inst.a, inst.c / s, inst.b_min, inst.b_max,
+                                   inst.budget)
+        sol = solve_bandwidth(scaled, method, tol, time_limit, eps)
+        bound = None if sol.bound is None else sol.bound * s
+        return _finish(inst, sol.x if np.all(np.isfinite(sol.x)) else None, method,
+                       sol.status, sol.iterations, t0, bound, tol,
+                       dict(sol.extras, rescaled_by=s), method != "scip")
     if method in ("auto", "global"):
         from . import _bandwidth_global
 
@@ -118,7 +156,8 @@ def solve_bandwidth(instance: BandwidthInstance, method: str = "auto", tol: floa
         b, r = solve_scip(instance, time_limit)
         extras = {"native_status": r["native"], "scip_objective": r["incumbent"],
                   "scip_seconds": r["seconds"]}
-        return _finish(instance, b, method, r["status"], r["nodes"], t0, r["bound"], tol, extras)
+        return _finish(instance, b, method, r["status"], r["nodes"], t0, r["bound"], tol, extras,
+                       exact_bound=False)
     if method == "ipopt":
         from ._bandwidth_refs import IPOPT_STATUS_MAP, solve_ipopt
 
@@ -127,7 +166,7 @@ def solve_bandwidth(instance: BandwidthInstance, method: str = "auto", tol: floa
         extras = {"native_status": int(info["status"]), "message": info["status_msg"],
                   "nu": float(np.atleast_1d(info["mult_g"])[0])}
         b = x if st in ("locally_optimal", "feasible", "time_limit") else None
-        return _finish(instance, b, method, st, 0, t0, None, tol, extras)
+        return _finish(instance, b, method, st, info["iterations"], t0, None, tol, extras)
     if method == "cvxpy":
         from ._bandwidth_local import lagrangian_bound
         from ._bandwidth_refs import CVXPY_STATUS_MAP, solve_cvxpy

@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from ..instances import PowerBatch, PowerInstance
-from ._solution import Solution, relative_gap
+from ._solution import EPS, Solution, certify, check_options
 
 __all__ = ["solve_power", "solve_power_batch", "POWER_METHODS"]
 
@@ -47,7 +47,29 @@ def _terms(inst: PowerInstance, p: float):
     return F, dF, d2F
 
 
-def _finish(inst, p, method, status, iterations, t0, bound, tol, extras) -> Solution:
+def power_rounding(W, A, kappa, alpha, C, p) -> tuple[np.ndarray, np.ndarray]:
+    """Per UE: (a bound on the rounding error of the float objective (21), its size).
+
+    Every term of (21) is >= 0, so nothing cancels: u = A/p + κ p^{−2/α} carries about
+    3ε relative, and 1 − q = −expm1(−u) passes it on as u e^{−u}·3ε. Arrays W, A (K, M) or
+    (M,); kappa, C, p (K,) or scalars."""
+    W, A = np.atleast_2d(W), np.atleast_2d(A)
+    p = np.atleast_1d(np.asarray(p, dtype=float))[:, None]
+    kappa = np.atleast_1d(np.asarray(kappa, dtype=float))[:, None]
+    u = A / p + kappa * p ** (-2.0 / alpha)
+    omq = -np.expm1(-u)
+    Cp = np.atleast_1d(np.asarray(C, dtype=float)) * p[:, 0]
+    err = 2.0 * EPS * (np.sum(W * (3.0 * u * np.exp(-u) + 2.0 * omq), axis=1) + 2.0 * Cp)
+    return err, np.sum(W * omq, axis=1) + Cp
+
+
+def _check_instance(instance, cls) -> None:
+    if not isinstance(instance, cls):
+        raise TypeError(f"instance must be a {cls.__name__}, got {type(instance).__name__}")
+
+
+def _finish(inst, p, method, status, iterations, t0, bound, tol, extras,
+            exact_bound: bool = True) -> Solution:
     if p is None or not math.isfinite(p):
         return Solution(math.nan, math.nan, "error" if status == "optimal" else status, method,
                         iterations, time.perf_counter() - t0, bound, None, extras)
@@ -56,20 +78,24 @@ def _finish(inst, p, method, status, iterations, t0, bound, tol, extras) -> Solu
         extras = dict(extras, projected_from_violation=inst.violation(p))
         p = min(max(p, inst.p_min), inst.p_max)
     obj = inst.objective(p)
-    gap = relative_gap(obj, bound)
-    if gap is not None and gap <= tol and status in ("optimal", "locally_optimal", "feasible"):
-        status = "optimal"
-    elif status == "optimal":
-        status = "feasible"
+    err, scale = power_rounding(inst.W, inst.A, inst.kappa, inst.alpha, inst.C, p)
+    rounding, scale = float(err[0]), float(scale[0])
+    if bound is not None and not exact_bound:
+        bound = min(bound, obj)  # an external solver's bound holds to its own tolerance only
+    elif bound is not None:
+        bound -= rounding  # our bounds are float values of (21) at certified points
+    status, gap, gap_abs, met = certify(obj, bound, rounding, scale, tol, status, exact_bound)
     return Solution(p, obj, status, method, int(iterations), time.perf_counter() - t0, bound,
-                    gap, extras)
+                    gap, dict(extras, rounding=rounding, scale=scale), gap_abs, met)
 
 
 def solve_power(instance: PowerInstance, method: str = "auto", tol: float = 1e-12,
                 time_limit: float = 60.0) -> Solution:
     """Solve one UE's power problem (21); ``x`` is p (a float)."""
+    _check_instance(instance, PowerInstance)
     if method not in POWER_METHODS:
         raise ValueError(f"unknown power method {method!r}; known: {', '.join(POWER_METHODS)}")
+    check_options(tol, time_limit)
     t0 = time.perf_counter()
     inst = instance
     if method in ("auto", "global"):
@@ -137,7 +163,8 @@ def solve_power(instance: PowerInstance, method: str = "auto", tol: float = 1e-1
         r = _scip.solve_model(m, [m.p], time_limit, 1e-10)
         p = None if r["values"] is None else r["values"][0]
         return _finish(inst, p, method, r["status"], r["nodes"], t0, r["bound"], tol,
-                       {"native_status": r["native"], "scip_objective": r["incumbent"]})
+                       {"native_status": r["native"], "scip_objective": r["incumbent"]},
+                       exact_bound=False)
     raise AssertionError(method)
 
 
@@ -151,8 +178,10 @@ def solve_power_batch(batch: PowerBatch, method: str = "auto", tol: float = 1e-1
     per-UE methods) the per-UE statuses and, for ``global``, ``extras['stationary_points']``
     a pair of arrays (UE index, p) of every interior stationary point of (22).
     """
+    _check_instance(batch, PowerBatch)
     if method not in POWER_METHODS:
         raise ValueError(f"unknown power method {method!r}; known: {', '.join(POWER_METHODS)}")
+    check_options(tol, time_limit)
     t0 = time.perf_counter()
     K = batch.k
     if method in ("auto", "global"):
@@ -163,12 +192,15 @@ def solve_power_batch(batch: PowerBatch, method: str = "auto", tol: float = 1e-1
         p = np.clip(p, batch.p_min, batch.p_max)
         per = batch.objective(p)
         total = math.fsum(per.tolist())
-        bnd = math.fsum(np.minimum(bound, per).tolist())
-        gap = relative_gap(total, bnd)
-        status = "optimal" if gap is not None and gap <= tol else "feasible"
+        err, scale = power_rounding(batch.W, batch.A, batch.kappa, batch.alpha, batch.C, p)
+        bound = np.minimum(bound, per) - err  # certified per UE, rounding subtracted
+        bnd = math.fsum(bound.tolist())
+        rounding = math.fsum(err.tolist())
+        status, gap, gap_abs, met = certify(total, bnd, rounding, math.fsum(scale.tolist()),
+                                            tol, "optimal")
         return Solution(p, total, status, method, levels, time.perf_counter() - t0, bnd, gap,
                         {"objectives": per, "bounds": bound, "cells": cells,
-                         "stationary_points": stat})
+                         "stationary_points": stat, "rounding": rounding}, gap_abs, met)
     if method == "max":
         p = np.full(K, batch.p_max)
         per = batch.objective(p)
@@ -192,10 +224,12 @@ def solve_power_batch(batch: PowerBatch, method: str = "auto", tol: float = 1e-1
     per = batch.objective(p)
     total = math.fsum(per.tolist())
     bnd = None if any(b is None for b in bounds) else math.fsum(bounds)
-    gap = relative_gap(total, bnd)
+    err, scale = power_rounding(batch.W, batch.A, batch.kappa, batch.alpha, batch.C, p)
+    rounding = math.fsum(err.tolist())
     order = ("error", "infeasible", "time_limit", "feasible", "locally_optimal", "optimal")
     worst = min(statuses, key=order.index) if statuses else "optimal"
-    if worst == "optimal" and not (gap is not None and gap <= tol):
-        worst = "feasible"
+    worst, gap, gap_abs, met = certify(total, bnd, rounding, math.fsum(scale.tolist()), tol,
+                                       worst, exact_bound=method != "scip")
     return Solution(p, total, worst, method, iters, time.perf_counter() - t0, bnd, gap,
-                    {"objectives": per, "statuses": statuses})
+                    {"objectives": per, "statuses": statuses, "rounding": rounding},
+                    gap_abs, met)

@@ -11,7 +11,8 @@ import pytest
 from solver_factories import shared_examples
 
 FEDOPT = Path(sys.executable).parent / "fedopt"
-KEYS = {"objective", "x", "status", "method", "iterations", "seconds", "bound", "gap"}
+KEYS = {"objective", "x", "status", "method", "iterations", "seconds", "bound", "gap", "gap_abs",
+        "tolerance"}
 
 
 def fedopt(*args: str) -> subprocess.CompletedProcess:
@@ -147,7 +148,7 @@ def test_missing_file_and_bad_method(tmp_path, capsys):
 
     r = fedopt("solve", "bandwidth", str(tmp_path / "nope.json"))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
-    assert "no such file" in r.stderr
+    assert "file not found" in r.stderr
     f = tmp_path / "bw.json"
     f.write_text(json.dumps(GOOD_BW))
     r = fedopt("solve", "bandwidth", str(f), "--method", "max")
