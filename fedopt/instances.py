@@ -130,9 +130,10 @@ class BandwidthInstance:
             raise InstanceError(f"'budget' = {budget:g}; it must be > 0")
         # magnitudes whose terms or sums would overflow a float: refused (solvers rescale
         # anything representable, see solve_bandwidth)
-        big = float(np.max(w, initial=0.0)) + float(np.max(c / b_min, initial=0.0))
-        if w.size and not big * max(w.size, 1) <= 1e300:
-            k = int(np.argmax(np.maximum(w, c / b_min)))
+        with np.errstate(over="ignore"):
+            term = np.maximum(w, c / b_min)
+        if w.size and not float(np.max(term)) * w.size <= 1e300:
+            k = int(np.argmax(term))
             raise InstanceError(
                 f"'w[{k}]' = {w[k]:g}, 'c[{k}]' = {c[k]:g}: the objective's terms would overflow; "
                 f"rescale w and c together (their ratio is what matters)")

@@ -167,7 +167,8 @@ BAD_CONFIGS: dict[str, tuple[str | bytes, str]] = {
     "rounds_string": (GOOD_YAML.replace("rounds: 2", "rounds: many"), "rounds"),
     "alpha_dir_zero": (GOOD_YAML + "alpha_dir: 0\n", "alpha_dir"),
     "alpha_dir_negative": (GOOD_YAML + "alpha_dir: -0.5\n", "alpha_dir"),
-    "cell_radius_zero": (GOOD_YAML + "cell_radius: 0\n", "cell_radius"),
+    # cell_radius: 0 is the documented "mean Voronoi radius"; a radius inside d_min is not
+    "cell_radius_inside_d_min": (GOOD_YAML + "cell_radius: 5\n", "cell radius"),
     "K_zero": (GOOD_YAML.replace("K: 5", "K: 0"), "K"),
     "K_bool": (GOOD_YAML.replace("K: 5", "K: true"), "K"),
     "M_max_zero": (GOOD_YAML.replace("M_max: 2", "M_max: 0"), "M_max"),
@@ -400,7 +401,7 @@ CLI_CASES: list[tuple[str, str, str]] = [
     ("sim_set_empty_key", SIM + " --set =3", "key ''"),
     ("sim_set_alpha_dir_zero", SIM + " --set alpha_dir=0", "alpha_dir"),
     ("sim_set_rounds_nan", SIM + " --set rounds=nan", "rounds"),
-    ("sim_set_cell_radius_zero", SIM + " --set cell_radius=0", "cell_radius"),
+    ("sim_set_cell_radius_negative", SIM + " --set cell_radius=-5", "cell_radius"),
     ("sim_set_unknown", SIM + " --set Pmax=1", "Pmax"),
     ("sim_set_P_max_bad_unit", SIM + " --set P_max=23dBx", "P_max"),
     ("sim_set_K_word", SIM + " --set K=many", "K"),
@@ -806,8 +807,8 @@ LIBRARY_CASES: list[tuple[str, Callable[[], object], type[BaseException], str]] 
     # config
     ("config_K_string", lambda: __import__("fedopt").SystemConfig(K="many"), ValueError, "K"),
     ("config_alpha_dir_zero", lambda: __import__("fedopt").SystemConfig(alpha_dir=0), ValueError, "alpha_dir"),
-    ("config_cell_radius_zero", lambda: __import__("fedopt").SystemConfig(cell_radius=0), ValueError,
-     "cell_radius"),
+    ("config_cell_radius_negative", lambda: __import__("fedopt").SystemConfig(cell_radius=-1.0),
+     ValueError, "cell_radius"),
     ("config_unknown_key", lambda: __import__("fedopt").SystemConfig(Pmax=1), (TypeError, ValueError), "Pmax"),
 ]
 
