@@ -137,6 +137,10 @@ class BandwidthInstance:
             raise InstanceError(
                 f"'w[{k}]' = {w[k]:g}, 'c[{k}]' = {c[k]:g}: the objective's terms would overflow; "
                 f"rescale w and c together (their ratio is what matters)")
+        bad = np.flatnonzero(a > 1e150)  # a² in f'' would overflow
+        if bad.size:
+            raise InstanceError(f"'a[{bad[0]}]' = {a[bad[0]]:g} is too large; values up to 1e150 "
+                                f"only (e^(-a·b) is 0 there anyway)")
         if b_max.size and float(np.max(b_max)) > 1e300:
             raise InstanceError(f"'b_max' holds {float(np.max(b_max)):g}; values up to 1e300 only")
         # one rule for the budget: exact (fsum) feasibility, no slack
@@ -249,6 +253,9 @@ class PowerInstance:
             raise InstanceError(f"'p_min' = {p_min:g}; it must be > 0")
         if p_min > p_max:
             raise InstanceError(f"'p_min' = {p_min:g} exceeds 'p_max' = {p_max:g}")
+        if not math.fsum(W.tolist()) + C * p_max <= 1e300:  # (21) would overflow a float
+            raise InstanceError(f"'W' sums to {math.fsum(W.tolist()):g} and 'C'·'p_max' is "
+                                f"{C * p_max:g}: the objective would overflow; rescale W and C")
         object.__setattr__(self, "W", _readonly(W))
         object.__setattr__(self, "A", _readonly(A))
         for name, v in (("kappa", kappa), ("alpha", alpha), ("C", C), ("p_min", p_min),
@@ -258,7 +265,8 @@ class PowerInstance:
     def objective(self, p: float) -> float:
         """Objective of (21): Σ_m W_m (1 - q_m(p)) + C p."""
         p = float(p)
-        u = self.A / p + self.kappa * p ** (-2.0 / self.alpha)
+        with np.errstate(over="ignore"):  # u = inf is q = 0, exactly right
+            u = self.A / p + self.kappa * p ** (-2.0 / self.alpha)
         # 1 − q = −expm1(−u): exact where q ≈ 1 (1 − q computed directly loses every digit)
         return math.fsum((self.W * -np.expm1(-u)).tolist()) + self.C * p
 
@@ -348,7 +356,8 @@ class PowerBatch:
     def objective(self, p: np.ndarray) -> np.ndarray:
         """Per-UE objective of (21), shape (K,)."""
         p = np.asarray(p, dtype=float)[:, None]
-        u = self.A / p + self.kappa[:, None] * p ** (-2.0 / self.alpha)
+        with np.errstate(over="ignore"):  # u = inf is q = 0, exactly right
+            u = self.A / p + self.kappa[:, None] * p ** (-2.0 / self.alpha)
         return (self.W * -np.expm1(-u)).sum(axis=1) + self.C * p[:, 0]  # 1 − q = −expm1(−u)
 
     def instance(self, k: int) -> PowerInstance:

@@ -48,8 +48,9 @@ class _Data:
         kap = self.kappa[k]
         t1 = np.exp(-s)
         t2 = np.exp(-self.g * s)
-        At1 = A * t1
-        kt2 = kap * t2
+        with np.errstate(over="ignore"):  # A/p = inf is q = 0, exactly right
+            At1 = A * t1
+            kt2 = kap * t2
         em = np.expm1(-(At1 + kt2))  # q − 1, accurate when u is small
         Y = 1.0 + em
         X = At1 + self.g * kt2

@@ -56,10 +56,12 @@ def power_rounding(W, A, kappa, alpha, C, p) -> tuple[np.ndarray, np.ndarray]:
     W, A = np.atleast_2d(W), np.atleast_2d(A)
     p = np.atleast_1d(np.asarray(p, dtype=float))[:, None]
     kappa = np.atleast_1d(np.asarray(kappa, dtype=float))[:, None]
-    u = A / p + kappa * p ** (-2.0 / alpha)
+    with np.errstate(over="ignore", invalid="ignore"):  # u = inf is q = 0
+        u = A / p + kappa * p ** (-2.0 / alpha)
+        ue = np.where(np.isinf(u), 0.0, u * np.exp(-u))
     omq = -np.expm1(-u)
     Cp = np.atleast_1d(np.asarray(C, dtype=float)) * p[:, 0]
-    err = 2.0 * EPS * (np.sum(W * (3.0 * u * np.exp(-u) + 2.0 * omq), axis=1) + 2.0 * Cp)
+    err = 2.0 * EPS * (np.sum(W * (3.0 * ue + 2.0 * omq), axis=1) + 2.0 * Cp)
     return err, np.sum(W * omq, axis=1) + Cp
 
 
