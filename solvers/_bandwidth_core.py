@@ -197,9 +197,12 @@ class _Piece:
         self.dl = df(self.w, self.a, self.c, l)
         self.dr = df(self.w, self.a, self.c, r)
         self.warm: np.ndarray | None = None
+        self.last: tuple | None = None  # (ν, answer) of the latest solve
 
     def solve(self, nu: float):
         """Clipped root of f' + ν on each piece: (b, f(b), free mask, iterations)."""
+        if self.last is not None and self.last[0] == nu:
+            return self.last[1]  # the bound pass asks again at the final ν
         tl = self.dl + nu
         at_l = tl >= 0
         free = ~at_l & (self.dr + nu > 0)
@@ -219,6 +222,7 @@ class _Piece:
             x[fi] = r_
             val[fi] = f(w, a, c, r_)
         self.warm = x
+        self.last = (nu, (x, val, free, iters))
         return x, val, free, iters
 
     def lower(self, nu: float, x: np.ndarray, val: np.ndarray):

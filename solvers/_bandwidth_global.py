@@ -54,7 +54,8 @@ def solve(inst, tol: float = 1e-9, time_limit: float = 60.0, max_nodes: int = 10
     w, a, c = inst.w, inst.a, inst.c
     lo0, hi0 = np.array(inst.b_min), np.array(inst.b_max)
     floor = -math.inf
-    sym = _symmetric_relaxation(w, a, c, lo0, hi0, tol)
+    b1, b2 = inflections(w, a, c, lo0, hi0)
+    sym = _symmetric_relaxation(w, a, c, lo0, hi0, b1, b2, tol)
     if sym is not None:
         ws, as_, cs, los, his = sym
         # a quarter of the time: exact copies close in a few nodes or not at all
@@ -69,12 +70,12 @@ def solve(inst, tol: float = 1e-9, time_limit: float = 60.0, max_nodes: int = 10
                 return b, obj, min(floor, obj - err), "optimal", nodes_s, {
                     "nu": None, "root_gap": None, "nodes": nodes_s, "symmetric": True,
                     "dual_gap_before_branching": True}
-    out = _bnb(w, a, c, lo0, hi0, inst.budget, tol, time_limit, max_nodes, t0)
+    out = _bnb(w, a, c, lo0, hi0, inst.budget, tol, time_limit, max_nodes, t0, (b1, b2))
     b, ub, bound, status, nodes, extras = out
     return b, ub, max(bound, min(floor, ub)), status, nodes, extras
 
 
-def _symmetric_relaxation(w, a, c, lo, hi, tol: float):
+def _symmetric_relaxation(w, a, c, lo, hi, b1, b2, tol: float):
     """Clusters of nearly identical nonconvex pairs (every parameter within 0.1·tol
     relative, not all exactly equal; then the minorant is within about 0.1·tol of each
     member, relative to the size of its terms), each replaced by one common minorant of the same
@@ -82,7 +83,6 @@ def _symmetric_relaxation(w, a, c, lo, hi, tol: float):
     −w' e^{−a'b} + c'/b <= f_n(b) for every member and every b, so the relaxed problem's
     optimum is <= that of (16). Returns the relaxed arrays, or None when no cluster has
     inexact copies."""
-    b1, b2 = inflections(w, a, c, lo, hi)
     nc = np.flatnonzero(np.isfinite(b1) | np.isfinite(b2))
     if nc.size < 2:
         return None
@@ -111,9 +111,9 @@ def _symmetric_relaxation(w, a, c, lo, hi, tol: float):
 
 
 def _bnb(w, a, c, lo0, hi0, budget: float, tol: float, time_limit: float, max_nodes: int,
-         t0: float):
+         t0: float, infl: tuple | None = None):
     """The branch and bound on arrays; returns what :func:`solve` returns."""
-    b1, b2 = inflections(w, a, c, lo0, hi0)
+    b1, b2 = infl if infl is not None else inflections(w, a, c, lo0, hi0)
     groups: dict[int, tuple[np.ndarray, int]] | None = None  # built at the first branching
 
     def node_box(ov) -> Box:
