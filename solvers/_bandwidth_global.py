@@ -45,48 +45,60 @@ from ._solution import TINY
 def solve(inst, tol: float = 1e-9, time_limit: float = 60.0, max_nodes: int = 100_000):
     """Return (b, objective, bound, status, nodes, extras).
 
-    Nearly identical nonconvex pairs (within ``0.1·tol`` relative) are first solved as
+    Nearly identical nonconvex pairs (within ``CLUSTER_RTOL`` relative) are first solved as
     exact copies of one common minorant (:func:`_symmetric_relaxation`): its certified
-    bound is a bound for (16), and its point, moved into the true boxes, is usually within
-    tol of it. Only when it is not does the B&B run on the pairs as they are.
+    bound is a bound for (16), and its point, moved into the true boxes, is within about
+    the pairs' spread of it — within tol when they differ by less than about 0.1·tol.
+    Otherwise the B&B runs on the pairs as they are, from that point, and the minorant's
+    bound stays a floor under its own.
     """
     t0 = time.perf_counter()
     w, a, c = inst.w, inst.a, inst.c
     lo0, hi0 = np.array(inst.b_min), np.array(inst.b_max)
-    floor = -math.inf
+    floor, incumbent = -math.inf, None
     b1, b2 = inflections(w, a, c, lo0, hi0)
-    sym = _symmetric_relaxation(w, a, c, lo0, hi0, b1, b2, tol)
+    sym = _symmetric_relaxation(w, a, c, lo0, hi0, b1, b2)
     if sym is not None:
         ws, as_, cs, los, his = sym
         # a quarter of the time: exact copies close in a few nodes or not at all
         bs, _, bound_s, st, nodes_s, _ = _bnb(ws, as_, cs, los, his, inst.budget, tol,
                                               0.25 * time_limit, max_nodes, t0)
-        if bs is not None and st == "optimal":
+        if bs is not None:
             floor = bound_s
             b = make_feasible(np.clip(bs, lo0, hi0), lo0, hi0, inst.budget)
             obj = fsum(f(w, a, c, b))
             err, _ = objective_rounding(w, a, c, b)
-            if obj - floor <= _close_tol(tol, obj, err):
+            incumbent = (b, obj, err)
+            if st == "optimal" and obj - floor <= _close_tol(tol, obj, err):
                 return b, obj, min(floor, obj - err), "optimal", nodes_s, {
                     "nu": None, "root_gap": None, "nodes": nodes_s, "symmetric": True,
                     "dual_gap_before_branching": True}
-    out = _bnb(w, a, c, lo0, hi0, inst.budget, tol, time_limit, max_nodes, t0, (b1, b2))
+    out = _bnb(w, a, c, lo0, hi0, inst.budget, tol, time_limit, max_nodes, t0, (b1, b2),
+               incumbent, floor)
     b, ub, bound, status, nodes, extras = out
-    return b, ub, max(bound, min(floor, ub)), status, nodes, extras
+    if floor > bound:
+        extras["symmetric_floor"] = floor
+        bound = min(floor, ub)
+        if status in ("time_limit", "feasible") and ub - bound <= _close_tol(tol, ub, 0.0):
+            status = "optimal"  # the floor closes what the search left open
+    return b, ub, bound, status, nodes, extras
 
 
-def _symmetric_relaxation(w, a, c, lo, hi, b1, b2, tol: float):
-    """Clusters of nearly identical nonconvex pairs (every parameter within 0.1·tol
-    relative, not all exactly equal; then the minorant is within about 0.1·tol of each
-    member, relative to the size of its terms), each replaced by one common minorant of the same
-    form: w' = max w, a' = min a, c' = min c on the union box [min lo, max hi]. Then
+#: Nonconvex pairs whose parameters agree to this relative tolerance form one cluster.
+CLUSTER_RTOL = 1e-4
+
+
+def _symmetric_relaxation(w, a, c, lo, hi, b1, b2):
+    """Clusters of nearly identical nonconvex pairs (every parameter within
+    :data:`CLUSTER_RTOL` relative, not all exactly equal), each replaced by one common
+    minorant of the same form: w' = max w, a' = min a, c' = min c on the union box [min lo, max hi]. Then
     −w' e^{−a'b} + c'/b <= f_n(b) for every member and every b, so the relaxed problem's
     optimum is <= that of (16). Returns the relaxed arrays, or None when no cluster has
     inexact copies."""
     nc = np.flatnonzero(np.isfinite(b1) | np.isfinite(b2))
     if nc.size < 2:
         return None
-    rtol = 0.1 * tol
+    rtol = CLUSTER_RTOL
     cols = [w[nc], a[nc], c[nc], lo[nc], hi[nc]]
     # sort by w; a run of neighbours that agree in every parameter is one cluster
     order = np.argsort(cols[0], kind="stable")
@@ -111,8 +123,11 @@ def _symmetric_relaxation(w, a, c, lo, hi, b1, b2, tol: float):
 
 
 def _bnb(w, a, c, lo0, hi0, budget: float, tol: float, time_limit: float, max_nodes: int,
-         t0: float, infl: tuple | None = None):
-    """The branch and bound on arrays; returns what :func:`solve` returns."""
+         t0: float, infl: tuple | None = None, incumbent: tuple | None = None,
+         floor: float = -math.inf):
+    """The branch and bound on arrays; returns what :func:`solve` returns. ``incumbent``
+    (b, objective, rounding) is a feasible point to start from; ``floor`` a certified bound
+    known from elsewhere: the search stops once the incumbent is within tol of it."""
     b1, b2 = infl if infl is not None else inflections(w, a, c, lo0, hi0)
     groups: dict[int, tuple[np.ndarray, int]] | None = None  # built at the first branching
 
@@ -125,6 +140,8 @@ def _bnb(w, a, c, lo0, hi0, budget: float, tol: float, time_limit: float, max_no
         return Box(w, a, c, lo, hi, b1, b2)
 
     ub, best_b, ub_err = math.inf, None, 0.0
+    if incumbent is not None:
+        best_b, ub, ub_err = incumbent
     leaves: list[float] = []
     heap: list = [(-math.inf, 0, None, 0.0)]
     counter = 1
@@ -157,6 +174,8 @@ def _bnb(w, a, c, lo0, hi0, budget: float, tol: float, time_limit: float, max_no
             root_gap = (d.objective - d.bound) / max(abs(d.objective), TINY)
         if d.objective < ub:
             ub, best_b, ub_err = d.objective, d.b, err
+            if ub - floor <= _close_tol(tol, ub, ub_err):
+                break  # the floor certifies the incumbent (solve() reports it)
         if lb >= ub - _close_tol(tol, ub, d.rounding + ub_err):
             leaves.append(min(lb, ub))
             continue
