@@ -172,7 +172,7 @@ def solve_bandwidth(instance: BandwidthInstance, method: str = "auto", tol: floa
         from ._bandwidth_refs import CVXPY_STATUS_MAP, solve_cvxpy
 
         try:
-            x, nu, it, native = solve_cvxpy(instance, tol)
+            x, nu, it, native = solve_cvxpy(instance, tol, time_limit=time_limit)
         except FedoptError:
             raise
         st = CVXPY_STATUS_MAP.get(native, "error")

@@ -6,7 +6,7 @@ Regimes
     log-uniform, b_min = 1e-3, b_max = 1, budget 1. The dual of (16) has a gap on ~1%.
 ``defaults``: drawn from the system model at MODEL.md's defaults (``SystemConfig()``,
     ``draw_population``) and built with ``fedopt.instances.bandwidth_instance`` /
-    ``power_batch``. The choices MODEL.md leaves open are ours (docs/notes-solvers.md):
+    ``power_batch``. The choices MODEL.md leaves open are ours (MODEL-NOTES.md, "Solvers"):
     N scheduled pairs spread over UEs with at most M_max modules each, Γ_{k,m}
     log-uniform in [1e-3, 1e-1], p_k uniform in [P_max/4, P_max], and for power the b of
     each pair is its b_min times a log-uniform factor in [1, 4] (renormalised to Σb <= 1).
