@@ -18,7 +18,6 @@ import os
 import pickle
 import shutil
 import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -552,8 +551,14 @@ EVAL_TSV: list[tuple[str, bytes | str, list[str], str]] = [
 def lora_ws(tmp_path_factory) -> Path:
     """A tiny LoRA run (tiny random BERT, 3 UEs, 3 modules) and one damaged copy per case."""
     pytest.importorskip("peft")
-    sys.path.insert(0, str(Path(__file__).parent))
-    from conftest import tiny_model, write_sst2
+    # tests/conftest.py by path: a bare "import conftest" may find another folder's conftest
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_tests_root_conftest",
+                                                  Path(__file__).parent / "conftest.py")
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    tiny_model, write_sst2 = helpers.tiny_model, helpers.write_sst2
 
     from fedopt.backends.base import ModuleSpec
     from fedopt.backends.lora import LoraBackend
