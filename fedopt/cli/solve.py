@@ -3,7 +3,8 @@
 Reads a canonical instance (``../shared/instances/README.md``), solves it with
 ``fedopt.solvers`` and prints either a short table or, with ``--json``, exactly one JSON
 object with the keys objective, x (and its alias b or p), status, method, iterations,
-seconds, bound and gap. A malformed or infeasible file is one line on stderr and exit 2.
+seconds, bound, gap, gap_abs and tolerance (what the certificate met: "relative", or
+"rounding" where the objective's terms cancel below float resolution). A malformed or infeasible file is one line on stderr and exit 2.
 A solver that fails (status ``error``) still prints its result (non-finite numbers as null
 in JSON), then one line on stderr, and exits 1, for either problem and either output.
 """
@@ -93,7 +94,8 @@ def _table(sol, alias: str) -> str:
     xs = ", ".join(f"{v:.6g}" for v in x[:8]) + (f", ... ({x.size} values)" if x.size > 8 else "")
     rows = [
         ("method", sol.method), ("status", sol.status), ("objective", _fmt(sol.objective)),
-        ("bound", _fmt(sol.bound)), ("gap", _fmt(sol.gap)),
+        ("bound", _fmt(sol.bound)), ("gap", _fmt(sol.gap)), ("gap (abs)", _fmt(sol.gap_abs)),
+        ("tolerance met", _fmt(sol.tolerance)),
         ("iterations", str(sol.iterations)), ("seconds", f"{sol.seconds:.4g}"),
         (alias, xs),
     ]
