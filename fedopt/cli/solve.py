@@ -4,7 +4,8 @@ Reads a canonical instance (``../shared/instances/README.md``), solves it with
 ``fedopt.solvers`` and prints either a short table or, with ``--json``, exactly one JSON
 object with the keys objective, x (and its alias b or p), status, method, iterations,
 seconds, bound, gap, gap_abs and tolerance (what the certificate met: "relative", or
-"rounding" where the objective's terms cancel below float resolution). A malformed or infeasible file is one line on stderr and exit 2.
+"rounding" where the objective's terms cancel below float resolution). A malformed or
+infeasible file is one line on stderr and exit 2.
 A solver that fails (status ``error``) still prints its result (non-finite numbers as null
 in JSON), then one line on stderr, and exits 1, for either problem and either output.
 """
