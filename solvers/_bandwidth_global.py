@@ -63,7 +63,7 @@ def solve(inst, tol: float = 1e-9, time_limit: float = 60.0, max_nodes: int = 10
         # a quarter of the time: exact copies close in a few nodes or not at all
         bs, _, bound_s, st, nodes_s, _ = _bnb(ws, as_, cs, los, his, inst.budget, tol,
                                               0.25 * time_limit, max_nodes, t0)
-        if bs is not None:
+        if bs is not None and st != "error":
             floor = bound_s
             b = make_feasible(np.clip(bs, lo0, hi0), lo0, hi0, inst.budget)
             obj = fsum(f(w, a, c, b))
@@ -175,6 +175,7 @@ def _bnb(w, a, c, lo0, hi0, budget: float, tol: float, time_limit: float, max_no
         if d.objective < ub:
             ub, best_b, ub_err = d.objective, d.b, err
             if ub - floor <= _close_tol(tol, ub, ub_err):
+                leaves.append(min(lb, ub))  # this node's region stays covered by the bound
                 break  # the floor certifies the incumbent (solve() reports it)
         if lb >= ub - _close_tol(tol, ub, d.rounding + ub_err):
             leaves.append(min(lb, ub))
