@@ -91,6 +91,19 @@ def _judge(row: dict, sol, exact, ref) -> dict:
     return row
 
 
+def _run_auto(row: dict, solve, watchdog: float):
+    """The certified method under a watchdog; an exception is recorded in ``row``, not
+    raised (every exception is a finding)."""
+    t0 = time.perf_counter()
+    try:
+        with _watchdog(watchdog):
+            return solve()
+    except Exception as exc:  # noqa: BLE001 - every exception is a finding
+        row.update(status="exception", seconds=time.perf_counter() - t0,
+                   exception=f"{type(exc).__name__}: {exc}"[:200])
+        return None
+
+
 def audit_bandwidth(inst: BandwidthInstance, time_limit: float = 10.0,
                     watchdog: float | None = None, grid: int = 1024) -> dict:
     """Run ``solve_bandwidth(inst, "auto")`` and the reference; one result row (no ids)."""
@@ -98,14 +111,8 @@ def audit_bandwidth(inst: BandwidthInstance, time_limit: float = 10.0,
     from ..solvers._reference import bandwidth_reference, exact_bandwidth_objective
 
     row: dict = {"problem": "bandwidth", "size": inst.n, "exception": ""}
-    t0 = time.perf_counter()
-    try:
-        with _watchdog(watchdog or 3 * time_limit + 30):
-            sol = solve_bandwidth(inst, "auto", time_limit=time_limit)
-    except Exception as exc:  # noqa: BLE001 - every exception is a finding
-        row.update(status="exception", seconds=time.perf_counter() - t0,
-                   exception=f"{type(exc).__name__}: {exc}"[:200])
-        sol = None
+    sol = _run_auto(row, lambda: solve_bandwidth(inst, "auto", time_limit=time_limit),
+                    watchdog or 3 * time_limit + 30)
     t1 = time.perf_counter()
     x0 = None if sol is None else sol.x
     ref = bandwidth_reference(inst, x0, grid=grid)
@@ -137,14 +144,8 @@ def audit_power(inst: PowerInstance, time_limit: float = 10.0, watchdog: float |
     from ..solvers._reference import exact_power_objective, power_reference
 
     row: dict = {"problem": "power", "size": int(inst.W.size), "exception": ""}
-    t0 = time.perf_counter()
-    try:
-        with _watchdog(watchdog or 3 * time_limit + 30):
-            sol = solve_power(inst, "auto", time_limit=time_limit)
-    except Exception as exc:  # noqa: BLE001 - every exception is a finding
-        row.update(status="exception", seconds=time.perf_counter() - t0,
-                   exception=f"{type(exc).__name__}: {exc}"[:200])
-        sol = None
+    sol = _run_auto(row, lambda: solve_power(inst, "auto", time_limit=time_limit),
+                    watchdog or 3 * time_limit + 30)
     t1 = time.perf_counter()
     p0 = None if sol is None else float(sol.x)
     # the grid's work M·points is capped at 4e6 (at least 1e5 points)
