@@ -51,11 +51,20 @@ def objective_rounding(w, a, c, b) -> tuple[float, float]:
     """(A bound on the rounding error of Σ f_n(b) as :func:`fsum` evaluates it, the size of
     the terms Σ(w e^{−ab} + c/b)). fsum adds exactly up to N = 20000; above, the pairwise sum
     adds at most log2(N)·ε·Σ|f_n|."""
-    p = parts(w, a, c, b)
+    return objective_with_rounding(w, a, c, b)[1:]
+
+
+def objective_with_rounding(w, a, c, b) -> tuple[float, float, float]:
+    """Σ f_n(b) of (16) (fsum), the bound on its rounding error and the size of its terms,
+    from one pass (one exp) over the pairs; see :func:`parts`."""
+    ab = a * b
+    e = w * np.exp(-ab)
+    cb = c / b
+    p = e * (3.0 + ab) + 2.0 * cb  # parts()
     err = 2.0 * EPS * fsum(p)
     if p.size > 20_000:
         err += math.log2(p.size) * EPS * float(np.sum(p))
-    return err, fsum(w * np.exp(-a * b) + c / b)
+    return fsum(cb - e), err, fsum(e + cb)
 
 
 def convex_mask(w, a, c) -> np.ndarray:
@@ -234,10 +243,11 @@ class _Piece:
         and the bound is the value itself; an inexact or wrong root only lowers the bound,
         never lifts it above the true minimum (the a-posteriori check of the oracle).
         """
-        e = self.w * np.exp(-self.a * x)
-        phi = self.w * self.a * np.exp(-self.a * x) - self.c / (x * x) + nu
+        cx = self.c / x
+        e = cx - val  # w e^{−ax} from f(x) = −w e^{−ax} + c/x: no second exp
+        phi = self.a * e - cx / x + nu
         corr = np.minimum(phi * (self.l - x), phi * (self.r - x))
-        size = e * (3.0 + self.a * x) + 2.0 * self.c / x + 2.0 * abs(nu) * x + 4.0 * np.abs(corr)
+        size = np.abs(e) * (3.0 + self.a * x) + 2.0 * cx + 2.0 * abs(nu) * x + 4.0 * np.abs(corr)
         return val + nu * x + corr, size
 
 
@@ -301,7 +311,11 @@ class Box:
         if bound:
             lb = best_v.copy()
             end = np.where(m, hi, lo)
-            size = parts(self.w, self.a, self.c, end) + 2.0 * abs(nu) * end
+            f_end = np.where(m, self.f_hi, self.f_lo)
+            # parts() at the end from f already known: w e^{−ab} = c/b − f (a magnitude)
+            cb = self.c / end
+            e = np.abs(cb - f_end)
+            size = e * (3.0 + self.a * end) + 2.0 * cb + 2.0 * abs(nu) * end
         iters = 0
         for pid, p in ((2, self.pA), (3, self.pC)):
             if p is None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._bandwidth_core import EPS, Box, d2f, f, fsum, make_feasible
+from ._bandwidth_core import EPS, Box, d2f, f, fsum, make_feasible, objective_with_rounding
 
 
 @dataclass
@@ -27,6 +27,7 @@ class DualResult:
     binding: bool
     jumped: bool          # S(ν) jumps at ν* (a nonconvex pair switches piece)
     rounding: float = 0.0  # the rounding allowance subtracted from ``bound``
+    obj_rounding: float = 0.0  # a bound on the rounding error of ``objective``
 
 
 def certified_bound(box: Box, nu: float, budget: float) -> tuple[float, float]:
@@ -53,9 +54,9 @@ def solve_dual(box: Box, budget: float, rel_tol: float = 1e-13, max_iter: int = 
     s0 = fsum(r0.b)
     if s0 <= budget:
         b = make_feasible(r0.b.copy(), lo, hi, budget)
-        obj = fsum(f(w, a, c, b))
+        obj, err, _ = objective_with_rounding(w, a, c, b)
         bound, rounding = certified_bound(box, 0.0, budget)
-        return DualResult(0.0, bound, b, obj, np.zeros_like(b), 1, False, False, rounding)
+        return DualResult(0.0, bound, b, obj, np.zeros_like(b), 1, False, False, rounding, err)
     scale = max(float(np.sum(np.abs(r0.v))), 1e-300)
     nu_lo, lo_r, s_lo = 0.0, r0, s0
     nu_hi = float(np.max(c / (lo * lo))) * (1 + 1e-9) + 1e-300
@@ -98,8 +99,8 @@ def solve_dual(box: Box, budget: float, rel_tol: float = 1e-13, max_iter: int = 
         b[r.free] -= corr * inv
         b = make_feasible(b, lo, hi, budget)
         bound, rounding = certified_bound(box, nu, budget)
-        fb = f(w, a, c, b)
-        return DualResult(nu, bound, b, fsum(fb), np.zeros_like(b), it, True, False, rounding)
+        obj, err, _ = objective_with_rounding(w, a, c, b)
+        return DualResult(nu, bound, b, obj, np.zeros_like(b), it, True, False, rounding, err)
     if hi_r is None:  # never found S <= budget (cannot happen: b(nu_hi) = lo)
         hi_r = box.argmin(nu_hi)
     g_lo = fsum(lo_r.v) - nu_lo * budget
@@ -107,8 +108,9 @@ def solve_dual(box: Box, budget: float, rel_tol: float = 1e-13, max_iter: int = 
     bound, rounding = certified_bound(box, nu_lo if g_lo >= g_hi else nu_hi, budget)
     b, env_gap = fill(box, hi_r, lo_r, budget)
     jumped = bool(np.any(hi_r.piece != lo_r.piece))
-    return DualResult(0.5 * (nu_lo + nu_hi), bound, b, fsum(f(w, a, c, b)), env_gap, it, True,
-                      jumped, rounding)
+    obj, err, _ = objective_with_rounding(w, a, c, b)
+    return DualResult(0.5 * (nu_lo + nu_hi), bound, b, obj, env_gap, it, True, jumped, rounding,
+                      err)
 
 
 def fill(box: Box, hi_r, lo_r, budget: float) -> tuple[np.ndarray, np.ndarray]:

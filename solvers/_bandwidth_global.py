@@ -37,7 +37,7 @@ import time
 
 import numpy as np
 
-from ._bandwidth_core import Box, f, fsum, inflections, make_feasible, objective_rounding
+from ._bandwidth_core import Box, fsum, inflections, make_feasible, objective_with_rounding
 from ._bandwidth_dual import solve_dual
 from ._solution import TINY
 
@@ -57,6 +57,9 @@ def solve(inst, tol: float = 1e-9, time_limit: float = 60.0, max_nodes: int = 10
     lo0, hi0 = np.array(inst.b_min), np.array(inst.b_max)
     floor, incumbent = -math.inf, None
     b1, b2 = inflections(w, a, c, lo0, hi0)
+    root = _bnb(w, a, c, lo0, hi0, inst.budget, tol, time_limit, 1, t0, (b1, b2))
+    if root[3] in ("optimal", "error"):
+        return root  # the root closed (the common case): no branching, no clusters needed
     sym = _symmetric_relaxation(w, a, c, lo0, hi0, b1, b2)
     if sym is not None:
         ws, as_, cs, los, his = sym
@@ -66,8 +69,7 @@ def solve(inst, tol: float = 1e-9, time_limit: float = 60.0, max_nodes: int = 10
         if bs is not None and st != "error":
             floor = bound_s
             b = make_feasible(np.clip(bs, lo0, hi0), lo0, hi0, inst.budget)
-            obj = fsum(f(w, a, c, b))
-            err, _ = objective_rounding(w, a, c, b)
+            obj, err, _ = objective_with_rounding(w, a, c, b)
             incumbent = (b, obj, err)
             if st == "optimal" and obj - floor <= _close_tol(tol, obj, err):
                 return b, obj, min(floor, obj - err), "optimal", nodes_s, {
@@ -161,7 +163,7 @@ def _bnb(w, a, c, lo0, hi0, budget: float, tol: float, time_limit: float, max_no
         nodes += 1
         box = node_box(ov)
         d = solve_dual(box, budget)
-        err, _ = objective_rounding(w, a, c, d.b)
+        err = d.obj_rounding
         if d.bound > d.objective + err + d.rounding:
             # weak duality fails: the oracle is wrong somewhere; never certify from here
             status = "error"

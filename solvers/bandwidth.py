@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import FedoptError
 from ..instances import BandwidthInstance
-from ._bandwidth_core import f, fsum, objective_rounding
+from ._bandwidth_core import f, fsum, objective_rounding, objective_with_rounding
 from ._solution import Solution, certify, check_options
 
 __all__ = ["solve_bandwidth", "BANDWIDTH_METHODS", "bandwidth_objective"]
@@ -77,11 +77,10 @@ def _finish(inst, b, method, status, iterations, t0, bound, tol, extras,
         if _violation(inst, b) > 0:
             return Solution(b, math.nan, "error", method, iterations,
                             time.perf_counter() - t0, bound, None, extras)
-    obj = bandwidth_objective(inst, b)
+    obj, rounding, scale = objective_with_rounding(inst.w, inst.a, inst.c, b)
     if not math.isfinite(obj):
         return Solution(b, obj, "error", method, int(iterations), time.perf_counter() - t0,
                         bound, None, dict(extras, message="the objective is not finite"))
-    rounding, scale = objective_rounding(inst.w, inst.a, inst.c, b)
     if bound is not None and not exact_bound:
         bound = min(bound, obj)  # an external solver's bound holds to its own tolerance only
     label, gap, gap_abs, met = certify(obj, bound, rounding, scale, tol, status, exact_bound)
