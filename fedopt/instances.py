@@ -122,6 +122,10 @@ class BandwidthInstance:
         bad = np.flatnonzero(b_min <= 0)
         if bad.size:
             raise InstanceError(f"'b_min[{bad[0]}]' = {b_min[bad[0]]:g}; every b_min must be > 0")
+        bad = np.flatnonzero(b_min < 1e-100)  # c/b² in f' and f'' would overflow or lose digits
+        if bad.size:
+            raise InstanceError(f"'b_min[{bad[0]}]' = {b_min[bad[0]]:g} is too small; "
+                                f"values from 1e-100 only")
         bad = np.flatnonzero(b_min > b_max)
         if bad.size:
             i = bad[0]

@@ -353,12 +353,14 @@ def fsum(x: np.ndarray) -> float:
 def make_feasible(b: np.ndarray, lo: np.ndarray, hi: np.ndarray, budget: float) -> np.ndarray:
     """Clip b into [lo, hi] and remove any excess over the budget (in place).
 
-    For large N the pairwise np.sum (error < 1e-15 relative here) is used with a 4e-15
-    margin instead of the exact fsum, so Σ b <= budget holds exactly either way.
+    The correctly rounded sum (fsum) is kept one ulp below the budget, so the exact sum of
+    the floats (at most half an ulp above fsum's) cannot exceed it. For large N the pairwise
+    np.sum (error < 1e-15 relative here) is used with a 4e-15 margin instead, so
+    Σ b <= budget holds exactly either way.
     """
     np.clip(b, lo, hi, out=b)
     big = b.size > 20_000
-    cap = budget * (1 - 4e-15) if big else budget
+    cap = budget * (1 - 4e-15) if big else math.nextafter(budget, 0.0)
     for _ in range(20):
         excess = (float(np.sum(b)) if big else fsum(b)) - cap
         if excess <= 0:

@@ -45,6 +45,7 @@ def project(inst, b: np.ndarray) -> np.ndarray:
     the part above b_min down if Σ b exceeds the budget."""
     lo, hi, B = inst.b_min, inst.b_max, inst.budget
     b = np.clip(np.asarray(b, dtype=float), lo, hi)
+    B = math.nextafter(B, 0.0)  # as make_feasible: the exact sum stays within the budget
     s = fsum(b)
     if s > B:
         extra = b - lo
@@ -153,7 +154,10 @@ def solve_cvxpy(inst, tol: float = 1e-9, max_iter: int = 200, time_limit: float 
             status = "user_limit"
             break
         s.value = w * a * np.exp(-a * x)
-        prob.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-9)
+        try:
+            prob.solve(solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-9)
+        except cp.error.SolverError:  # solver trouble is a status, not an exception
+            return None, 0.0, it, "solver_error"
         status = prob.status
         if b.value is None:
             break

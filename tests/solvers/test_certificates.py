@@ -22,7 +22,7 @@ from fedopt.solvers import _bandwidth_core as core
 from fedopt.solvers import solve_bandwidth, solve_power
 from fedopt.solvers._bandwidth_core import Box, f, inflections
 
-from fedopt.errors import InfeasibleError
+from fedopt.errors import InfeasibleError, InstanceError
 from fedopt.instances import BandwidthInstance, PowerInstance, load_instance
 
 REGRESSIONS = Path(__file__).resolve().parents[2] / "experiments" / "instances" / "regressions"
@@ -282,3 +282,33 @@ def test_no_wrong_root_in_a_sweep():
 @pytest.mark.skipif(not os.environ.get("FEDOPT_STRESS"), reason="set FEDOPT_STRESS=1")
 def test_no_wrong_root_in_a_long_sweep():
     assert _root_sweep(3000) <= 1e-12
+
+
+#: the second audit's instances: auto/lambertw points whose exact (rational) Σ b was over
+#: the budget by < half an ulp, though fsum rounded it onto the budget
+HALF_ULP = [{"w": [3.2627074060148133e-103, 0.006973836440790876], "a": [87.5617067776488, 6.933107183434062], "c": [8.961308993400237e-104, 6.530706117447117e-06], "b_min": [2.9951414705503103e-34, 0.0005668629570939585], "b_max": [0.0013406374519798674, 0.007435180245832324], "budget": 0.0018848724563687628}, {"w": [0.0022736575566275436, 7.639449156529845], "a": [46.70413959459186, 16.612060006479638], "c": [0.008645041591550625, 1.172287956193069e-05], "b_min": [0.0002290793654110497, 0.001318006311633306], "b_max": [0.0002290800236426545, 0.0013180063190944907], "budget": 0.0015470860150973238}, {"w": [0.06631191071250629, 0.0062048828627456355], "a": [4.325639157877403, 123.86902807790864], "c": [0.012847284875218324, 0.00571217308483646], "b_min": [0.18930194645003265, 0.16023424752666093], "b_max": [0.19578119034496202, 0.1775605015520706], "budget": 0.3704514538474877}, {"w": [0.012157788826512042, 0.012157788826512042], "a": [44.70441533332832, 44.70441533332832], "c": [0.03381977905656327, 0.03381977905656327], "b_min": [0.00021851666278861116, 0.0020361492413500464], "b_max": [0.0017875933331258534, 0.12364609778085313], "budget": 0.05489254410044876}]
+
+
+@pytest.mark.parametrize("k", range(len(HALF_ULP)))
+@pytest.mark.parametrize("method", ["auto", "lambertw", "alg1"])
+def test_points_are_feasible_in_exact_arithmetic(k, method):
+    from fractions import Fraction
+
+    inst = BandwidthInstance(**HALF_ULP[k])
+    sol = solve_bandwidth(inst, method)
+    assert sum(Fraction(v) for v in sol.x.tolist()) <= Fraction(inst.budget)
+    assert np.all(sol.x >= inst.b_min) and np.all(sol.x <= inst.b_max)
+
+
+def test_a_failing_cvxpy_is_a_status_not_an_exception():
+    """Clarabel fails on this convex instance (the second audit's E_7): status ``error``."""
+    inst = BandwidthInstance(**{"w": [0.0, 0.0054068376405253405, 0.011793946091293606], "a": [0.013807089172461018, 1.006425893596179, 0.0], "c": [0.0030147042963726044, 0.031246809028780156, 0.0017219053520125184], "b_min": [0.004456727897494858, 0.0004219413652297971, 0.00012714091154310291], "b_max": [0.006653639624504307, 0.002801329546972115, 0.001113657541968398], "budget": 0.007730259522361694})
+    sol = solve_bandwidth(inst, "cvxpy")
+    assert sol.status in ("error", "optimal", "feasible", "time_limit")
+    if sol.status != "error":  # a Clarabel that succeeds must agree with auto
+        assert sol.objective >= solve_bandwidth(inst).bound
+
+
+def test_subnormal_b_min_is_refused():
+    with pytest.raises(InstanceError, match="b_min.*too small"):
+        BandwidthInstance([1.0, 1.0], [1.0, 1.0], [1e-300, 1e-3], [5e-324, 0.1], [1.0, 1.0], 1.0)
