@@ -383,243 +383,36 @@ class RoundAllocator:
     @staticmethod
     def repair(x: np.ndarray, b_min: np.ndarray, costs: np.ndarray, budget: float = 1.0
                ) -> tuple[np.ndarray, list[tuple[int, int]]]:
-        """Drop scheduled pairs until Σ b^min ≤ budget (7d) (ours).
+        """Drop scheduled pairs until Σ b^min ≤ budget (7d) (ours):
+        :func:`fedopt.solvers.round.repair_switching`."""
+        from fedopt.solvers.round import repair_switching
 
-        Keeps pairs greedily in priority order and drops whatever no longer fits: first each
-        UE's cheapest scheduled pair (participation before extra modules), then the remaining
-        pairs; within a tier by cost u ascending. Returns the repaired x and the dropped (k, m).
-        """
-        x = np.asarray(x, bool)
-        if not x.any() or b_min[x].sum() <= budget * (1 - 1e-9):
-            return x, []
-        k, m = np.nonzero(x)
-        c = costs[k, m]
-        first = np.ones(k.size, bool)
-        order_in_ue = np.lexsort((c, k))
-        seen: set[int] = set()
-        for i in order_in_ue:
-            first[i] = k[i] not in seen
-            seen.add(int(k[i]))
-        order = np.lexsort((c, ~first))
-        keep = np.zeros(k.size, bool)
-        used = 0.0
-        for i in order:
-            if used + b_min[k[i], m[i]] <= budget * (1 - 1e-9):
-                keep[i] = True
-                used += b_min[k[i], m[i]]
-        out = np.zeros_like(x)
-        out[k[keep], m[keep]] = True
-        return out, [(int(a), int(bb)) for a, bb in zip(k[~keep], m[~keep])]
+        return repair_switching(x, b_min, costs, budget)
+
+    def _round_options(self) -> dict:
+        return dict(power_method=self.power_method, bandwidth_method=self.bandwidth_method,
+                    tol=self.tol, max_iter=self.max_iter, escapes=self.escapes,
+                    grid_start=self.grid_start, max_evals=self.joint_max_evals)
 
     def bcd(self, sys_: RoundSystem, x: np.ndarray, p0: np.ndarray | None = None):
         """Block coordinate descent over (p, b) for a fixed x (Algorithm 2, step 2), with basin
-        escapes.
-
-        Starts from p = P_max (or ``p0``) and b = b^min plus an equal share of the slack;
-        alternates power (21), batched over UEs, and bandwidth (16) until the round objective
-        changes by less than ``tol`` relative. (p, b) is jointly nonconvex, so BCD can stop at
-        a point where neither block improves alone although a UE's joint (p_k, b_k) move does
-        (typically: a far UE that should give up on its upload, p_k → P_min, b → b^min).
-        :meth:`_escape` looks for such moves on a per-UE grid of the Lagrangian with the
-        bandwidth price ν, and BCD restarts from them while the objective improves
-        (``escapes``, ours). Returns (p (K,), b (K, M), objective, iterations, the last
-        bandwidth Solution or None).
+        escapes: ``solve_round(sys_, M_max, method="bcd", x=x, p0=p0)`` with this allocator's
+        options (:mod:`fedopt.solvers.round`). Returns (p (K,), b (K, M), objective,
+        iterations, the last bandwidth Solution or None).
         """
-        x = np.asarray(x, bool)
-        if self.grid_start and x.any():
-            # initial powers: b for the start powers, then each UE's grid minimiser of its
-            # share of the Lagrangian at that b's price ν (fewer BCD sweeps, better basins)
-            p_start = np.full(x.shape[0], sys_.P_max) if p0 is None else np.asarray(p0, float)
-            pb = self._bcd_once(sys_, x, p_start, start_with_bandwidth=True, sweeps=0)
-            p0 = self._escape(sys_, x, pb[0], pb[1], every=True)
-        # from given powers, the bandwidth step comes first (b would otherwise start cold)
-        best = self._bcd_once(sys_, x, p0, start_with_bandwidth=p0 is not None)
-        for _ in range(self.escapes):
-            if best[4] is None:
-                break
-            moves = self._escape(sys_, x, best[0], best[1], ranked=True)
-            if moves is None:
-                break
-            p_all, ranked = moves
-            # every flagged UE at once; if that does not pay, the single most promising ones
-            tries = [p_all] + [np.where(np.arange(x.shape[0]) == k, p_all, best[0])
-                               for k in ranked[:3]] if len(ranked) > 1 else [p_all]
-            for p_try in tries:
-                cand = self._bcd_once(sys_, x, p_try, start_with_bandwidth=True)
-                if cand[2] < best[2] - 1e-13 * abs(best[2]):
-                    best = (cand[0], cand[1], cand[2], best[3] + cand[3], cand[4])
-                    break
-            else:
-                break
-        return best
+        from fedopt.solvers.round import solve_round
 
-    def _bcd_once(self, sys_: RoundSystem, x: np.ndarray, p0=None, start_with_bandwidth=False,
-                  sweeps: int | None = None):
-        from fedopt.instances import bandwidth_instance, bandwidth_to_matrix, power_batch
-        from fedopt.solvers import solve_bandwidth, solve_power_batch
-
-        K, M = x.shape
-        p = np.full(K, sys_.P_max) if p0 is None else np.asarray(p0, float).copy()
-        b = np.zeros((K, M))
-        if not x.any():
-            return p, b, sys_.objective(x, p, b), 0, None
-        common = dict(omega=sys_.omega, Gamma=sys_.Gamma, a=sys_.a, kappa=sys_.kappa, S=sys_.S,
-                      rho=sys_.rho, B=sys_.B, theta=sys_.theta, alpha=sys_.alpha)
-        pkw = {} if self.power_method is None else {"method": self.power_method}
-        bkw = {} if self.bandwidth_method is None else {"method": self.bandwidth_method}
-        on = x.any(axis=1)
-        sub = dict(common, omega=sys_.omega[on], Gamma=sys_.Gamma[on], a=sys_.a[on],
-                   kappa=sys_.kappa[on])
-        bw = None
-        if start_with_bandwidth:
-            inst = bandwidth_instance(x=x, p=p, b_min=sys_.b_min, **common)
-            bw = solve_bandwidth(inst, **bkw)
-            b = bandwidth_to_matrix(inst, np.asarray(bw.x, float))
-        else:
-            bm = np.where(x, sys_.b_min, 0.0)
-            b = np.where(x, bm + (1.0 - bm.sum()) / x.sum(), 0.0)
-        obj = sys_.objective(x, p, b)
-        it = 0
-        for it in range(1, (self.max_iter if sweeps is None else sweeps) + 1):  # noqa: B007
-            # only the UEs with a scheduled pair enter the batch (the others keep p)
-            sol = solve_power_batch(power_batch(x=x[on], b=b[on], p_min=sys_.P_min,
-                                                p_max=sys_.P_max, **sub), **pkw)
-            p_new = p.copy()
-            p_new[on] = np.asarray(sol.x, float)
-            inst = bandwidth_instance(x=x, p=p_new, b_min=sys_.b_min, **common)
-            bw_new = solve_bandwidth(inst, **bkw)
-            b_new = bandwidth_to_matrix(inst, np.asarray(bw_new.x, float))
-            new = sys_.objective(x, p_new, b_new)
-            if new <= obj or self.power_method == "max":  # keep the best point
-                p, b, bw = p_new, b_new, bw_new
-            done = abs(obj - new) <= self.tol * max(abs(new), 1e-300)
-            obj = min(obj, new)
-            if done:
-                break
-        return p, b, sys_.objective(x, p, b), it, bw
-
-    def _escape(self, sys_: RoundSystem, x: np.ndarray, p: np.ndarray, b: np.ndarray,
-                n_grid: int | None = None, every: bool = False, ranked: bool = False):
-        """Per-UE joint (p_k, b_k) moves that BCD cannot see. With the bandwidth price
-        ν = −f_n'(b_n) of (17) at the current point (0 if the band is slack), UE k's share of
-        the Lagrangian, Σ_m [ω Γ (1 − q(p, b_m)) + ρ p S_m/(b_m R) + ν b_m], is minimised on a
-        log grid of p and of each b_m; UEs whose grid minimum beats their current value get
-        the grid's p. Returns the new p (K,) (with ``ranked``: and the moving UEs by gain,
-        largest first) or None when no UE can improve."""
-        K, M = x.shape
-        R = sys_.rate_per_b
-        ks, ms = np.nonzero(x)
-        W = sys_.omega[ks] * sys_.Gamma[ks, ms]
-        c = sys_.rho * p[ks] * sys_.S[ms] / R
-        a = sys_.a[ks] / p[ks]
-        e = np.exp(-sys_.kappa[ks] * p[ks] ** (-2.0 / sys_.alpha))
-        bn = b[ks, ms]
-        free = (bn > sys_.b_min[ks, ms] * (1 + 1e-9)) & (bn < 1 - 1e-9)
-        nu = 0.0
-        if math.fsum(bn) >= 1 - 1e-9 and free.any():
-            nu = float(np.median(c[free] / bn[free] ** 2 - W[free] * e[free] * a[free] * np.exp(-a[free] * bn[free])))
-            nu = max(nu, 0.0)
-
-        A, Kap, Sm = sys_.a[ks], sys_.kappa[ks], sys_.S[ms] * (sys_.rho / R)
-        g = 2.0 / sys_.alpha
-
-        def lagr(sl, pk, bb):  # pairs sl at powers pk (n, G) and bandwidths bb (n, G or 1, H)
-            q = (np.exp(-Kap[sl, None] * pk ** (-g))[:, :, None]
-                 * np.exp(-(A[sl, None] / pk)[:, :, None] * bb))
-            return W[sl, None, None] * (1 - q) + (Sm[sl, None] * pk)[:, :, None] / bb + nu * bb
-
-        allp = slice(None)
-        cur = lagr(allp, p[ks][:, None], bn[:, None, None])[:, 0, 0]
-        if n_grid is None:  # the grid costs N·G² exponentials: coarser for big rounds
-            n_grid = 33 if ks.size <= 1000 else 17
-        pg = np.geomspace(sys_.P_min, sys_.P_max, n_grid)
-        lo = np.log(sys_.b_min[ks, ms])[:, None, None]
-        bg = np.exp(lo + (0.0 - lo) * np.linspace(0, 1, n_grid)[None, None, :])
-        per = np.empty((ks.size, n_grid))  # best b per pair and p
-        for i in range(0, ks.size, 512):  # chunks keep the (n, G, G) temporaries small
-            sl = slice(i, i + 512)
-            n = min(512, ks.size - i)
-            per[sl] = lagr(sl, np.broadcast_to(pg, (n, n_grid)), bg[sl]).min(axis=2)
-        tot = np.zeros((K, n_grid))
-        np.add.at(tot, ks, per)
-        now = np.zeros(K)
-        np.add.at(now, ks, cur)
-        j = np.argmin(tot, axis=1)
-        gain = now - tot[np.arange(K), j]
-        scale = max(abs(sys_.objective(x, p, b)), 1e-300)
-        move = x.any(axis=1) & (gain > 1e-7 * scale)  # well below the 1e-5 that matters
-        if every:  # the grid's p for every UE (an initial point, not an escape)
-            move = x.any(axis=1)
-        if not move.any():
-            return None
-        out = p.copy()
-        out[move] = pg[j[move]]
-        if ranked:  # also the moving UEs, largest gain first
-            ks_move = np.flatnonzero(move)
-            return out, ks_move[np.argsort(-gain[ks_move])].tolist()
-        return out
+        sol = solve_round(sys_, self.config.M_max, method="bcd", x=x, p0=p0,
+                          **self._round_options())
+        return sol.x.p, sol.x.b, sol.objective, sol.iterations, sol.extras["bandwidth"]
 
     def _joint(self, sys_: RoundSystem, feasible: np.ndarray, n_floor: int, u_est: np.ndarray):
-        """The per-round mode: x minimising the round's objective (7) under (7b), (7d) and the
-        floor Σ x ≥ n_floor, by first-improvement local search (add, drop, swap) with BCD
-        inside each evaluation, from a cost-ordered start. A heuristic, checked against SCIP."""
-        cfg = self.config
-        K, M = feasible.shape
-        bmin = np.where(feasible, sys_.b_min, np.inf)
-        # start: every negative-cost pair (≤ M_max per UE), then the cheapest up to the floor
-        from .online import best_vertex
+        """The per-round mode: ``solve_round(..., method="joint")`` (:mod:`fedopt.solvers.round`)
+        on the feasible pairs under the floor Σ x ≥ n_floor, started from the costs u_est."""
+        from fedopt.solvers.round import solve_round
 
-        x = best_vertex(np.where(feasible, u_est, np.inf), feasible, cfg.M_max).astype(bool)
-        order = np.argsort(np.where(feasible & ~x, u_est, np.inf), axis=None)
-        for idx in order:
-            if x.sum() >= n_floor:
-                break
-            k, m = divmod(int(idx), M)
-            if not feasible[k, m] or x[k, m] or x[k].sum() >= cfg.M_max:
-                continue
-            x[k, m] = True
-        x, _ = self.repair(x, sys_.b_min, u_est)
-        memo: dict[bytes, tuple] = {}
-
-        def evaluate(xx, p_start):
-            # screening: BCD warm-started from the incumbent's powers (no grid, no escapes)
-            key = np.packbits(xx).tobytes()
-            if key not in memo:
-                memo[key] = self._bcd_once(sys_, xx, p_start, start_with_bandwidth=True)
-            return memo[key]
-
-        best = self.bcd(sys_, x)
-        evals = 1
-        improved = True
-        while improved and evals < self.joint_max_evals:
-            improved = False
-            # order moves by the pairs' costs at the incumbent (nominal rule for the others)
-            mean_b = float(np.mean(best[1][x])) if x.any() else 1.0 / n_floor
-            p_nom, b_nom = nominal_allocation(x, best[0], best[1], sys_.b_min, cfg.P_max, mean_b)
-            u = np.where(feasible, sys_.costs(p_nom, b_nom)[0], np.inf)
-            on = sorted(zip(*np.nonzero(x)), key=lambda n: -u[n])  # costliest first
-            off = sorted(zip(*np.nonzero(feasible & ~x)), key=lambda n: u[n])  # cheapest first
-            cand = [((k, m), None) for k, m in on] if x.sum() > n_floor else []
-            cand += [(None, n) for n in off]
-            swaps = [(d, a) for d in on for a in off]
-            cand += sorted(swaps, key=lambda da: u[da[1]] - u[da[0]])
-            for drop, add in cand:
-                y = x.copy()
-                if drop is not None:
-                    y[drop] = False
-                if add is not None:
-                    if y[add[0]].sum() >= cfg.M_max:
-                        continue
-                    y[add] = True
-                if y.sum() < n_floor or bmin[y].sum() > 1.0 - 1e-9:
-                    continue
-                res = evaluate(y, best[0])
-                evals += 1
-                if res[2] < best[2] - 1e-12 * abs(best[2]):
-                    full = self.bcd(sys_, y, p0=res[0])  # polish the new incumbent
-                    x, best, improved = y, min(res, full, key=lambda r: r[2]), True
-                    break
-                if evals >= self.joint_max_evals:
-                    break
-        p, b, obj, iters, bw = best
-        return x, p, b, obj, iters, bw
+        available = feasible.any(axis=1)
+        sol = solve_round(sys_, self.config.M_max, floor=n_floor, method="joint",
+                          available=available, costs=u_est, **self._round_options())
+        return (sol.x.x.astype(bool), sol.x.p, sol.x.b, sol.objective, sol.iterations,
+                sol.extras["bandwidth"])

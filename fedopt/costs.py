@@ -6,6 +6,7 @@
 - :class:`RoundSystem`: one round's coefficients (a_k, κ_k, ω_k, S_m, b^min, E^cmp, Δ, Γ) with
   q (15), the energy (4), the round objective Φ + ρΣE of (7) and the costs u of (8).
 - :func:`nominal_allocation`: the (p, b) at which unscheduled pairs are priced (MODEL.md (8)).
+- :func:`best_vertex`: the switching vertex minimising a linear score under (7b), (7c).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ __all__ = [
     "switching_terms",
     "pair_costs",
     "nominal_allocation",
+    "best_vertex",
     "RoundSystem",
 ]
 
@@ -91,6 +93,18 @@ def nominal_allocation(x: np.ndarray, p: np.ndarray, b: np.ndarray, b_min: np.nd
     with np.errstate(invalid="ignore"):
         b_nom = np.where(x, b, np.maximum(np.where(np.isfinite(b_min), b_min, 1.0), mean_b))
     return p_nom, np.minimum(b_nom, 1.0)
+
+
+def best_vertex(scores: np.ndarray, feasible: np.ndarray, M_max: int) -> np.ndarray:
+    """argmin over 𝒳 ∩ {0,1}^M of ⟨scores_k, x⟩ per row: the ≤ M_max most negative feasible entries.
+
+    ``scores`` (K, M); returns int8 (K, M). Ties at 0 are left unselected.
+    """
+    s = np.where(feasible, scores, np.inf)
+    order = np.argsort(s, axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(s.shape[1])[None, :].repeat(s.shape[0], 0), axis=1)
+    return ((rank < M_max) & (s < 0)).astype(np.int8)
 
 
 # --- one round's coefficients -----------------------------------------------------------------

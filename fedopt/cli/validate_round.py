@@ -1,6 +1,7 @@
 """``fedopt validate round``: the per-round problem (7) against SCIP's global MINLP solve.
 
-Two comparisons on random instances (system model + calibrated statistics,
+Two comparisons (:func:`fedopt.solvers.round.solve_round`, methods ``bcd``, ``joint`` and
+``scip``) on random instances (system model + calibrated statistics,
 :func:`fedopt.online.scenarios.random_round_state`), for each K:
 
 - *given x*: the allocator's BCD over (p, b) (power (21) batched, bandwidth (16)) against SCIP
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from ..config import SystemConfig, load_yaml, parse_overrides
     from ..costs import switching_init, switching_update
     from ..online.scenarios import random_round_state
-    from ..solvers._scip_round import solve_round_scip
+    from ..solvers.round import solve_round
 
     data = {**(load_yaml(args.config) if args.config else {}), **parse_overrides(args.set)}
     # every K's config is checked before the progress bar starts: an error is its own line
@@ -77,30 +78,31 @@ def run(args: argparse.Namespace) -> int:
         for i in range(args.instances):
             rng = np.random.default_rng([args.seed, K, i])
             state, _ = random_round_state(cfg, rng)
-            al = RoundAllocator(cfg, policy="joint")
+            al = RoundAllocator(cfg)  # only for the round system
             al.estimator = switching_update(switching_init(K, cfg.M), state.loss, state.grad_sq, 0)
             sys_ = al.system(state)
             feas = np.isfinite(sys_.b_min)
             x = random_x(rng, feas, cfg.M_max)
             # given x: BCD vs SCIP's continuous problem
             t0 = time.perf_counter()
-            _, _, obj_bcd, iters, _ = al.bcd(sys_, x)
+            sb = solve_round(sys_, cfg.M_max, method="bcd", x=x)
+            obj_bcd, iters = sb.objective, sb.iterations
             t_bcd = time.perf_counter() - t0
-            sg = solve_round_scip(sys_, cfg.M_max, x_fixed=x, time_limit=args.time_limit)
+            sg = solve_round(sys_, cfg.M_max, method="scip", x=x, time_limit=args.time_limit)
             # joint per-round mode vs SCIP's MINLP
             t0 = time.perf_counter()
-            u0, _, _ = sys_.costs(np.full(K, cfg.P_max),
-                                  np.maximum(np.where(feas, sys_.b_min, 1.0), 1.0 / floor))
-            xj, _, _, obj_joint, _, _ = al._joint(sys_, feas, floor, np.where(feas, u0, 0.0))
+            # the start is ordered by u at p = P_max, b = max(b^min, 1/floor) (solve_round's default)
+            sol = solve_round(sys_, cfg.M_max, floor=floor, method="joint")
+            xj, obj_joint = sol.x.x, sol.objective
             t_joint = time.perf_counter() - t0
-            sj = solve_round_scip(sys_, cfg.M_max, floor=floor, time_limit=args.time_limit)
+            sj = solve_round(sys_, cfg.M_max, floor=floor, method="scip", time_limit=args.time_limit)
             rows.append(dict(
                 K=K, instance=i, pairs=int(x.sum()), bcd_objective=obj_bcd, bcd_iterations=iters,
-                bcd_seconds=t_bcd, scip_given_objective=sg.objective, scip_given_bound=sg.bound,
+                bcd_seconds=t_bcd, scip_given_objective=sg.objective, scip_given_bound=_bound(sg),
                 scip_given_status=sg.status, scip_given_seconds=sg.seconds,
                 gap_given=_gap(obj_bcd, sg.objective),
                 joint_objective=obj_joint, joint_pairs=int(xj.sum()), joint_seconds=t_joint,
-                scip_minlp_objective=sj.objective, scip_minlp_bound=sj.bound,
+                scip_minlp_objective=sj.objective, scip_minlp_bound=_bound(sj),
                 scip_minlp_status=sj.status, scip_minlp_seconds=sj.seconds,
                 gap_joint=_gap(obj_joint, sj.objective),
             ))
@@ -115,6 +117,11 @@ def run(args: argparse.Namespace) -> int:
     (out / "validate_round.txt").write_text(text + "\n")
     print(f"wrote {out / 'validate_round.csv'}")
     return 0
+
+
+def _bound(sol) -> float:
+    """SCIP's dual bound as a float (-inf without one), as the CSV always had it."""
+    return -math.inf if sol.bound is None else float(sol.bound)
 
 
 def _gap(ours: float, ref: float) -> float:

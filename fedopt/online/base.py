@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .._checks import bool_mask, choice, integer, numeric_array, real
+from ..costs import best_vertex  # noqa: F401  (re-exported: the policies' argmin)
 from ..errors import InstanceError
 
 __all__ = [
@@ -99,18 +100,6 @@ def check_round_inputs(costs, feasible, state: PolicyState, beta: float, M_max: 
             f"beta = {beta:g} > 0; {int(stranded.sum())} UE(s) affected"
         )
     return costs, feasible & active[:, None], active, stranded
-
-
-def best_vertex(scores: np.ndarray, feasible: np.ndarray, M_max: int) -> np.ndarray:
-    """argmin over 𝒳 ∩ {0,1}^M of ⟨scores_k, x⟩ per row: the ≤ M_max most negative feasible entries.
-
-    ``scores`` (K, M); returns int8 (K, M). Ties at 0 are left unselected.
-    """
-    s = np.where(feasible, scores, np.inf)
-    order = np.argsort(s, axis=1, kind="stable")
-    rank = np.empty_like(order)
-    np.put_along_axis(rank, order, np.arange(s.shape[1])[None, :].repeat(s.shape[0], 0), axis=1)
-    return ((rank < M_max) & (s < 0)).astype(np.int8)
 
 
 def record_outcome(state: PolicyState, x: np.ndarray, energy: np.ndarray | None = None) -> PolicyState:

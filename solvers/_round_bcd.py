@@ -1,0 +1,179 @@
+"""Algorithm 2's block coordinate descent over (p, b) for a given switching x, with basin
+escapes (``solve_round(..., method="bcd")``; ours where marked).
+
+Moved here from ``fedopt/allocator.py`` unchanged: the allocator calls
+:func:`fedopt.solvers.round.solve_round`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..costs import RoundSystem
+from ..instances import bandwidth_instance, bandwidth_to_matrix, power_batch
+from .bandwidth import solve_bandwidth
+from .power import solve_power_batch
+
+__all__ = ["RoundOptions", "bcd", "bcd_once", "escape"]
+
+
+@dataclass(frozen=True)
+class RoundOptions:
+    """The heuristics' knobs (see :func:`fedopt.solvers.round.solve_round`)."""
+
+    power_method: str | None = None
+    bandwidth_method: str | None = None
+    tol: float = 1e-6
+    max_iter: int = 30
+    escapes: int = 10
+    grid_start: bool = True
+    max_evals: int = 3000
+
+
+def bcd(sys_: RoundSystem, x: np.ndarray, p0: np.ndarray | None, opts: RoundOptions):
+    """Block coordinate descent over (p, b) for a fixed x (Algorithm 2, step 2), with basin
+    escapes.
+
+    Starts from p = P_max (or ``p0``) and b = b^min plus an equal share of the slack;
+    alternates power (21), batched over UEs, and bandwidth (16) until the round objective
+    changes by less than ``tol`` relative. (p, b) is jointly nonconvex, so BCD can stop at
+    a point where neither block improves alone although a UE's joint (p_k, b_k) move does
+    (typically: a far UE that should give up on its upload, p_k → P_min, b → b^min).
+    :func:`escape` looks for such moves on a per-UE grid of the Lagrangian with the
+    bandwidth price ν, and BCD restarts from them while the objective improves
+    (``escapes``, ours). Returns (p (K,), b (K, M), objective, iterations, the last
+    bandwidth Solution or None).
+    """
+    x = np.asarray(x, bool)
+    if opts.grid_start and x.any():
+        # initial powers: b for the start powers, then each UE's grid minimiser of its
+        # share of the Lagrangian at that b's price ν (fewer BCD sweeps, better basins)
+        p_start = np.full(x.shape[0], sys_.P_max) if p0 is None else np.asarray(p0, float)
+        pb = bcd_once(sys_, x, p_start, opts, start_with_bandwidth=True, sweeps=0)
+        p0 = escape(sys_, x, pb[0], pb[1], every=True)
+    # from given powers, the bandwidth step comes first (b would otherwise start cold)
+    best = bcd_once(sys_, x, p0, opts, start_with_bandwidth=p0 is not None)
+    for _ in range(opts.escapes):
+        if best[4] is None:
+            break
+        moves = escape(sys_, x, best[0], best[1], ranked=True)
+        if moves is None:
+            break
+        p_all, ranked = moves
+        # every flagged UE at once; if that does not pay, the single most promising ones
+        tries = [p_all] + [np.where(np.arange(x.shape[0]) == k, p_all, best[0])
+                           for k in ranked[:3]] if len(ranked) > 1 else [p_all]
+        for p_try in tries:
+            cand = bcd_once(sys_, x, p_try, opts, start_with_bandwidth=True)
+            if cand[2] < best[2] - 1e-13 * abs(best[2]):
+                best = (cand[0], cand[1], cand[2], best[3] + cand[3], cand[4])
+                break
+        else:
+            break
+    return best
+
+def bcd_once(sys_: RoundSystem, x: np.ndarray, p0, opts: RoundOptions,
+             start_with_bandwidth=False, sweeps: int | None = None):
+    K, M = x.shape
+    p = np.full(K, sys_.P_max) if p0 is None else np.asarray(p0, float).copy()
+    b = np.zeros((K, M))
+    if not x.any():
+        return p, b, sys_.objective(x, p, b), 0, None
+    common = dict(omega=sys_.omega, Gamma=sys_.Gamma, a=sys_.a, kappa=sys_.kappa, S=sys_.S,
+                  rho=sys_.rho, B=sys_.B, theta=sys_.theta, alpha=sys_.alpha)
+    pkw = {} if opts.power_method is None else {"method": opts.power_method}
+    bkw = {} if opts.bandwidth_method is None else {"method": opts.bandwidth_method}
+    on = x.any(axis=1)
+    sub = dict(common, omega=sys_.omega[on], Gamma=sys_.Gamma[on], a=sys_.a[on],
+               kappa=sys_.kappa[on])
+    bw = None
+    if start_with_bandwidth:
+        inst = bandwidth_instance(x=x, p=p, b_min=sys_.b_min, **common)
+        bw = solve_bandwidth(inst, **bkw)
+        b = bandwidth_to_matrix(inst, np.asarray(bw.x, float))
+    else:
+        bm = np.where(x, sys_.b_min, 0.0)
+        b = np.where(x, bm + (1.0 - bm.sum()) / x.sum(), 0.0)
+    obj = sys_.objective(x, p, b)
+    it = 0
+    for it in range(1, (opts.max_iter if sweeps is None else sweeps) + 1):  # noqa: B007
+        # only the UEs with a scheduled pair enter the batch (the others keep p)
+        sol = solve_power_batch(power_batch(x=x[on], b=b[on], p_min=sys_.P_min,
+                                            p_max=sys_.P_max, **sub), **pkw)
+        p_new = p.copy()
+        p_new[on] = np.asarray(sol.x, float)
+        inst = bandwidth_instance(x=x, p=p_new, b_min=sys_.b_min, **common)
+        bw_new = solve_bandwidth(inst, **bkw)
+        b_new = bandwidth_to_matrix(inst, np.asarray(bw_new.x, float))
+        new = sys_.objective(x, p_new, b_new)
+        if new <= obj or opts.power_method == "max":  # keep the best point
+            p, b, bw = p_new, b_new, bw_new
+        done = abs(obj - new) <= opts.tol * max(abs(new), 1e-300)
+        obj = min(obj, new)
+        if done:
+            break
+    return p, b, sys_.objective(x, p, b), it, bw
+
+def escape(sys_: RoundSystem, x: np.ndarray, p: np.ndarray, b: np.ndarray,
+           n_grid: int | None = None, every: bool = False, ranked: bool = False):
+    """Per-UE joint (p_k, b_k) moves that BCD cannot see. With the bandwidth price
+    ν = −f_n'(b_n) of (17) at the current point (0 if the band is slack), UE k's share of
+    the Lagrangian, Σ_m [ω Γ (1 − q(p, b_m)) + ρ p S_m/(b_m R) + ν b_m], is minimised on a
+    log grid of p and of each b_m; UEs whose grid minimum beats their current value get
+    the grid's p. Returns the new p (K,) (with ``ranked``: and the moving UEs by gain,
+    largest first) or None when no UE can improve."""
+    K, M = x.shape
+    R = sys_.rate_per_b
+    ks, ms = np.nonzero(x)
+    W = sys_.omega[ks] * sys_.Gamma[ks, ms]
+    c = sys_.rho * p[ks] * sys_.S[ms] / R
+    a = sys_.a[ks] / p[ks]
+    e = np.exp(-sys_.kappa[ks] * p[ks] ** (-2.0 / sys_.alpha))
+    bn = b[ks, ms]
+    free = (bn > sys_.b_min[ks, ms] * (1 + 1e-9)) & (bn < 1 - 1e-9)
+    nu = 0.0
+    if math.fsum(bn) >= 1 - 1e-9 and free.any():
+        nu = float(np.median(c[free] / bn[free] ** 2 - W[free] * e[free] * a[free] * np.exp(-a[free] * bn[free])))
+        nu = max(nu, 0.0)
+
+    A, Kap, Sm = sys_.a[ks], sys_.kappa[ks], sys_.S[ms] * (sys_.rho / R)
+    g = 2.0 / sys_.alpha
+
+    def lagr(sl, pk, bb):  # pairs sl at powers pk (n, G) and bandwidths bb (n, G or 1, H)
+        q = (np.exp(-Kap[sl, None] * pk ** (-g))[:, :, None]
+             * np.exp(-(A[sl, None] / pk)[:, :, None] * bb))
+        return W[sl, None, None] * (1 - q) + (Sm[sl, None] * pk)[:, :, None] / bb + nu * bb
+
+    allp = slice(None)
+    cur = lagr(allp, p[ks][:, None], bn[:, None, None])[:, 0, 0]
+    if n_grid is None:  # the grid costs N·G² exponentials: coarser for big rounds
+        n_grid = 33 if ks.size <= 1000 else 17
+    pg = np.geomspace(sys_.P_min, sys_.P_max, n_grid)
+    lo = np.log(sys_.b_min[ks, ms])[:, None, None]
+    bg = np.exp(lo + (0.0 - lo) * np.linspace(0, 1, n_grid)[None, None, :])
+    per = np.empty((ks.size, n_grid))  # best b per pair and p
+    for i in range(0, ks.size, 512):  # chunks keep the (n, G, G) temporaries small
+        sl = slice(i, i + 512)
+        n = min(512, ks.size - i)
+        per[sl] = lagr(sl, np.broadcast_to(pg, (n, n_grid)), bg[sl]).min(axis=2)
+    tot = np.zeros((K, n_grid))
+    np.add.at(tot, ks, per)
+    now = np.zeros(K)
+    np.add.at(now, ks, cur)
+    j = np.argmin(tot, axis=1)
+    gain = now - tot[np.arange(K), j]
+    scale = max(abs(sys_.objective(x, p, b)), 1e-300)
+    move = x.any(axis=1) & (gain > 1e-7 * scale)  # well below the 1e-5 that matters
+    if every:  # the grid's p for every UE (an initial point, not an escape)
+        move = x.any(axis=1)
+    if not move.any():
+        return None
+    out = p.copy()
+    out[move] = pg[j[move]]
+    if ranked:  # also the moving UEs, largest gain first
+        ks_move = np.flatnonzero(move)
+        return out, ks_move[np.argsort(-gain[ks_move])].tolist()
+    return out

@@ -1,0 +1,155 @@
+"""The per-round problem (7): switching x, powers p and bandwidths b of one round, chosen together.
+
+For one round's coefficients (a :class:`fedopt.costs.RoundSystem`, K UEs, M modules):
+
+    min   Σ_k Σ_m ω_k [ x_{k,m} Δ_{k,m} + (1 − x_{k,m} q_{k,m}) Γ_{k,m} ]
+          + ρ Σ_k Σ_m x_{k,m} ( E^cmp_{k,m} + p_k S_m / (b_{k,m} B log2(1+θ)) )     (7), (4)
+    s.t.  Σ_m x_{k,m} ≤ M_max (7b);  x_{k,m} = 0 where b^min_{k,m} = inf (7c);
+          Σ x b ≤ 1, b^min ≤ b ≤ 1 (7d);  P_min ≤ p ≤ P_max (7e);  Σ x ≥ floor (ours)
+
+:func:`solve_round` dispatches by ``method=``:
+
+* ``"bcd"`` — Algorithm 2, step 2: block coordinate descent over (p, b) for a *given* x
+  (power (21) batched over UEs, then bandwidth (16)), with basin escapes (ours). A local
+  method: status ``feasible``, no bound.
+* ``"joint"`` — the allocator's per-round mode (ours): x by first-improvement local search
+  (add, drop, swap) under (7b)-(7d) and the floor, BCD inside. A heuristic: status
+  ``feasible``, no bound.
+* ``"scip"`` — the Pyomo model of (7) in :mod:`fedopt.models.round` solved by SCIP
+  (``solvers/_scip_round.py``), with x free or fixed (``x=``). ``optimal`` and the dual bound
+  only as SCIP reports them; its point is made exactly feasible and re-evaluated.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._checks import bool_mask, integer
+from ..costs import RoundSystem
+from ..errors import InstanceError
+from ._round_bcd import RoundOptions, bcd
+from ._round_joint import joint, repair
+from ._solution import Solution, relative_gap
+
+__all__ = ["ROUND_METHODS", "RoundPoint", "solve_round", "repair_switching"]
+
+#: The methods of :func:`solve_round`.
+ROUND_METHODS = ("bcd", "joint", "scip")
+
+#: Drop scheduled pairs until Σ b^min ≤ budget (7d): ``repair_switching(x, b_min, costs)``.
+repair_switching = repair
+
+
+@dataclass(frozen=True)
+class RoundPoint:
+    """One round's decision, the ``x`` of a round :class:`Solution`.
+
+    x (K, M) int8 in {0, 1}; p (K,) [W] in [P_min, P_max] (a UE with no scheduled pair keeps
+    its start value, which does not enter (7)); b (K, M) bandwidth fractions, 0 where x = 0.
+    """
+
+    x: np.ndarray
+    p: np.ndarray
+    b: np.ndarray
+
+
+def solve_round(system: RoundSystem, M_max: int, *, floor: int = 0, method: str = "bcd",
+                x=None, available=None, costs=None, p0=None,
+                power_method: str | None = None, bandwidth_method: str | None = None,
+                tol: float = 1e-6, max_iter: int = 30, escapes: int = 10,
+                grid_start: bool = True, max_evals: int = 3000,
+                time_limit: float = 60.0, rel_gap: float = 1e-6) -> Solution:
+    """Solve one round of (7) (see the module docstring) and return a :class:`Solution` whose
+    ``x`` is a :class:`RoundPoint` (``sol.x.x``, ``sol.x.p``, ``sol.x.b``).
+
+    Parameters
+    ----------
+    system : the round's coefficients, a :class:`fedopt.costs.RoundSystem`.
+    M_max : modules per UE at most (7b).
+    floor : participation floor Σ_{k,m} x ≥ floor (0: none).
+    method : ``"bcd"``, ``"joint"`` or ``"scip"`` (:data:`ROUND_METHODS`).
+    x : (K, M) the given switching; required by ``"bcd"``, fixes x for ``"scip"``.
+    available : (K,) bool, UEs that may be scheduled (``"joint"``, ``"scip"``; None: all).
+    costs : (K, M) pair costs u (8) that order ``"joint"``'s start and moves; None: u at
+        p = P_max and b = max(b^min, 1/floor).
+    p0 : (K,) start powers of ``"bcd"`` (None: P_max).
+    power_method, bandwidth_method : the subproblem methods inside BCD (None: their ``auto``).
+    tol, max_iter : BCD stops when the objective changes by < tol (relative) or after
+        max_iter sweeps.
+    escapes, grid_start : BCD's basin escapes and grid start powers (ours).
+    max_evals : ``"joint"``'s budget of BCD evaluations.
+    time_limit, rel_gap : SCIP's limits.
+
+    ``objective`` is :meth:`RoundSystem.objective` at the returned point. The heuristics report
+    ``feasible`` (``infeasible`` when a given x breaks (7b), (7d) or the floor) and no bound;
+    ``extras["bandwidth"]`` is the last bandwidth :class:`Solution` of BCD (or None). SCIP
+    reports ``optimal`` / ``time_limit`` / ... with its dual bound and the gap to it.
+    """
+    if method not in ROUND_METHODS:
+        raise ValueError(f"unknown round method {method!r}; known: {', '.join(ROUND_METHODS)}")
+    if not isinstance(system, RoundSystem):
+        raise TypeError(f"system: expected a RoundSystem, got {type(system).__name__}")
+    M_max = integer("M_max", M_max, 1)
+    floor = integer("floor", floor, 0)
+    K, M = system.K, system.M
+    if x is not None:
+        x = bool_mask("x", x, (K, M))
+        bad = np.argwhere(x & ~np.isfinite(system.b_min))
+        if bad.size:
+            raise InstanceError(f"x[{bad[0][0]}, {bad[0][1]}]: scheduled on a pair that misses "
+                                f"the deadline (b_min = inf)")
+    if available is not None:
+        available = bool_mask("available", available, (K,))
+    t0 = time.perf_counter()
+    if method == "scip":
+        return _scip(system, M_max, floor, x, available, time_limit, rel_gap)
+    opts = RoundOptions(power_method=power_method, bandwidth_method=bandwidth_method, tol=tol,
+                        max_iter=max_iter, escapes=escapes, grid_start=grid_start,
+                        max_evals=max_evals)
+    if method == "bcd":
+        if x is None:
+            raise ValueError("method 'bcd' needs the switching x (K, M): BCD is over (p, b)")
+        p, b, obj, iters, bw = bcd(system, x, p0, opts)
+    else:  # joint
+        feasible = np.isfinite(system.b_min)
+        if available is not None:
+            feasible &= available[:, None]
+        if costs is None:
+            u0, _, _ = system.costs(np.full(K, system.P_max),
+                                    np.maximum(np.where(feasible, system.b_min, 1.0),
+                                               1.0 / max(floor, 1)))
+            costs = np.where(feasible, u0, 0.0)
+        x, p, b, obj, iters, bw = joint(system, feasible, floor, np.asarray(costs, float), M_max,
+                                        opts)
+    point = RoundPoint(np.asarray(x, bool).astype(np.int8), p, b)
+    return Solution(point, obj, _heuristic_status(system, point, M_max, floor), method, iters,
+                    time.perf_counter() - t0, extras={"bandwidth": bw})
+
+
+def _heuristic_status(system: RoundSystem, point: RoundPoint, M_max: int, floor: int) -> str:
+    """``feasible`` when x meets (7b), (7d) and the floor, else ``infeasible``."""
+    x = point.x > 0
+    ok = (x.sum(axis=1) <= M_max).all() and int(x.sum()) >= floor and math.isfinite(
+        float(np.sum(np.where(x, system.b_min, 0.0)))) and math.fsum(point.b[x]) <= 1.0
+    return "feasible" if ok else "infeasible"
+
+
+def _scip(system, M_max, floor, x, available, time_limit, rel_gap) -> Solution:
+    from ._scip_round import solve_round_scip
+
+    res = solve_round_scip(system, M_max, x_fixed=None if x is None else x.astype(np.int8),
+                           available=available, floor=floor or None, time_limit=time_limit,
+                           rel_gap=rel_gap)
+    bound = res.bound if math.isfinite(res.bound) else None
+    gap = relative_gap(res.objective, bound) if math.isfinite(res.objective) else None
+    gap_abs = (max(0.0, res.objective - bound) if gap is not None and bound is not None
+               else None)
+    return Solution(RoundPoint(res.x, res.p, res.b), res.objective, res.status, "scip",
+                    0, res.seconds, bound, gap,
+                    extras={"native_status": res.native_status,
+                            "scip_objective": res.scip_objective, **res.extras},
+                    gap_abs=gap_abs)
