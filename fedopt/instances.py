@@ -391,13 +391,29 @@ def _read_json(text_or_path: str | Path) -> dict:
         from .files import read_text
 
         text = read_text(text_or_path, "instance", InstanceError)
+    where = "" if text_or_path is text else f"{text_or_path}: "
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
     except json.JSONDecodeError as exc:
-        raise InstanceError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise InstanceError(f"{where}not valid JSON: {exc.msg} at line {exc.lineno} column "
+                            f"{exc.colno}") from None
+    except RecursionError:
+        raise InstanceError(f"{where}JSON nested too deeply") from None
+    except InstanceError as exc:  # a duplicate key or a NaN token, found while parsing
+        raise InstanceError(f"{where}{exc}") from None
     if not isinstance(data, dict):
         raise InstanceError("an instance must be a JSON object")
     return data
+
+
+def _no_duplicates(pairs: list) -> dict:
+    """A JSON object with a key given twice is refused (json keeps the last one silently)."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise InstanceError(f"duplicate key '{key}' in the instance JSON")
+        out[key] = value
+    return out
 
 
 def _reject_constant(name: str) -> float:

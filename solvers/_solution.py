@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Solution", "STATUSES", "TINY", "TOLERANCES", "certify", "check_options",
-           "relative_gap"]
+__all__ = ["Solution", "STATUSES", "TINY", "TOLERANCES", "certify", "check_options", "quiet",
+           "refuted", "relative_gap"]
 
 #: The status vocabulary shared by all methods.
 STATUSES = ("optimal", "locally_optimal", "feasible", "time_limit", "infeasible", "error")
@@ -34,6 +36,32 @@ def relative_gap(objective: float, bound: float | None) -> float | None:
     if not math.isfinite(bound):
         return math.inf
     return max(0.0, objective - bound) / max(abs(objective), TINY)
+
+
+def quiet(solve):
+    """Solver trouble is a status, not a warning: a solve runs with numpy's floating-point
+    warnings off and Python's RuntimeWarning/UserWarning silenced (overflow at extreme
+    magnitudes is handled explicitly, and a library's "may be inaccurate" ends in the
+    status), so a command prints one line at most."""
+
+    @functools.wraps(solve)
+    def wrapper(*args, **kwargs):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            return solve(*args, **kwargs)
+
+    return wrapper
+
+
+def refuted(bound: float | None, probes: np.ndarray, tol: float) -> bool:
+    """True when a feasible probe's objective lies below an external solver's claimed bound
+    by more than tol (relative): the bound is then no certificate (SCIP at extreme
+    magnitudes claimed one that a feasible point beat)."""
+    if bound is None or not math.isfinite(bound) or probes.size == 0:
+        return False
+    best = float(np.min(probes))
+    return best < bound - tol * max(abs(bound), abs(best), TINY)
 
 
 def check_options(tol, time_limit) -> None:

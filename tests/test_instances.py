@@ -65,7 +65,7 @@ def test_shared_examples_load():
 @pytest.mark.parametrize(
     "text, pattern",
     [
-        ("not json", r"^not valid JSON"),
+        ("not json", r"inst.json: not valid JSON"),
         ('{"problem": "bandwidth", "w": [1], "a": [1], "c": [1]}', r"missing key 'b_min'"),
         ('{"problem": "bandwidth", "w": [1, 2], "a": [1], "c": [1, 1], "b_min": [0.1, 0.1]}',
          r"'a' has length 1, expected 2"),
@@ -118,3 +118,15 @@ def test_builders_reproduce_the_round_objective():
     np.testing.assert_allclose(batch.objective(p), per_ue, rtol=1e-12)
     single = batch.instance(1)
     assert math.isclose(single.objective(p[1]), per_ue[1], rel_tol=1e-12)
+
+
+def test_duplicate_keys_and_deep_nesting_are_one_line(tmp_path):
+    dup = tmp_path / "dup.json"
+    dup.write_text('{"problem": "bandwidth", "w": [1], "a": [1], "c": [1], "b_min": [0.1], '
+                   '"budget": 1, "budget": 0.5}')
+    with pytest.raises(InstanceError, match="dup.json: duplicate key 'budget'"):
+        load_instance(dup)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(InstanceError, match="deep.json: JSON nested too deeply"):
+        load_instance(deep)

@@ -312,3 +312,16 @@ def test_a_failing_cvxpy_is_a_status_not_an_exception():
 def test_subnormal_b_min_is_refused():
     with pytest.raises(InstanceError, match="b_min.*too small"):
         BandwidthInstance([1.0, 1.0], [1.0, 1.0], [1e-300, 1e-3], [5e-324, 0.1], [1.0, 1.0], 1.0)
+
+
+def test_scip_bound_beaten_by_a_feasible_point_is_no_certificate(recwarn):
+    """At A = 1e20 SCIP claimed p = P_max optimal with a bound that p = P_min beats (the
+    second CLI audit). The probe grid refutes it: never ``optimal``; ``auto`` is."""
+    base = json.loads((REGRESSIONS.parent / "power_example_0.json").read_text())
+    inst = PowerInstance(base["W"], [1e20] * len(base["W"]), base["kappa"], base["alpha"],
+                         base["C"], base["p_min"], base["p_max"])
+    scip, auto = solve_power(inst, "scip"), solve_power(inst, "auto")
+    grid = min(inst.objective(p) for p in np.geomspace(inst.p_min, inst.p_max, 10_001))
+    assert auto.status == "optimal" and auto.objective <= grid * (1 + 1e-12)
+    assert scip.status != "optimal" or scip.objective <= grid * (1 + 1e-9)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
