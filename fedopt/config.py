@@ -265,6 +265,11 @@ def check_number(key: str, value: Any, *, lo: float | None = None, strict: bool 
     (at most :data:`MAX_INTEGER` unless ``hi`` says otherwise); >= ``lo`` (> with ``strict``) and <= ``hi``. Returns it as
     an int or a float; anything else is a one-line :class:`ConfigError` naming ``key``."""
     kind = "an integer" if integer else "a number"
+    if isinstance(value, str):  # YAML 1.1 reads 5e-1 (no dot) as a string: one parser for all
+        try:
+            value = parse_quantity(value, None)
+        except (ValueError, OverflowError):
+            raise ConfigError(f"{key}: expected {kind}, got {value!r}") from None
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise ConfigError(f"{key}: expected {kind}, got {value!r}")
     if isinstance(value, numbers.Integral) and integer:
@@ -301,7 +306,15 @@ def check_number(key: str, value: Any, *, lo: float | None = None, strict: bool 
 def _coerce(key: str, value: Any) -> Any:
     if key == "ranks":
         if isinstance(value, str):
-            value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
+            raw, text = value, value.strip()
+            if text.startswith("[") != text.endswith("]"):
+                raise ConfigError(f"ranks: unbalanced brackets in {value!r}")
+            text = text.removeprefix("[").removesuffix("]")
+            if "[" in text or "]" in text:
+                raise ConfigError(f"ranks: expected a flat list of integers, got {value!r}")
+            value = [v.strip() for v in text.split(",")] if text.strip() else []
+            if any(not v for v in value):
+                raise ConfigError(f"ranks: empty entry in {raw!r}")
         if isinstance(value, (int, float)):
             value = [value]
         if not isinstance(value, (list, tuple)) or len(value) > _UPPER["M"]:
@@ -321,9 +334,13 @@ def _coerce(key: str, value: Any) -> Any:
     if isinstance(value, int) and not isinstance(value, bool):
         return value  # exact; check_number bounds it (float() of a huge int overflows)
     try:
-        return parse_quantity(value, UNITS.get(key))
+        v = parse_quantity(value, UNITS.get(key))
     except (ValueError, OverflowError) as exc:  # "1e400 dBm" overflows 10 ** (v / 10)
         raise ConfigError(f"{key}: {exc}") from None
+    if isinstance(v, float) and math.isnan(v) and "nan" not in str(value).lower():
+        # the unit conversion of a huge value (1e400 dBm: inf - inf) is not a NaN the user wrote
+        raise ConfigError(f"{key}: {value!r} is too large (not a finite value)")
+    return v
 
 
 def suggest_key(key: Any, names: list[str]) -> str:

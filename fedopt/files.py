@@ -10,31 +10,77 @@ so the CLI prints one line and exits 2 instead of a traceback, possibly after mi
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
 from .errors import ConfigError, FedoptError
 
-__all__ = ["read_text", "check_output_dir", "check_output_file"]
+__all__ = ["read_text", "read_bytes", "check_input_file", "check_output_dir", "check_output_file",
+           "MAX_INPUT_BYTES"]
 
 
 def _reason(exc: OSError) -> str:
     return exc.strerror or exc.__class__.__name__
 
 
-def read_text(path: str | os.PathLike, what: str, error: type[FedoptError] = ConfigError) -> str:
-    """The UTF-8 text of ``path``; a missing, unreadable or non-UTF-8 file is an ``error``."""
+MAX_INPUT_BYTES = 256 * 2**20  # 256 MiB: no input fedopt reads is anywhere near this
+
+
+def check_input_file(path: str | os.PathLike, what: str, error: type[FedoptError] = ConfigError,
+                     limit: int = MAX_INPUT_BYTES) -> os.stat_result:
+    """Refuse, with one line, anything at ``path`` that is not a regular file of at most
+    ``limit`` bytes: a FIFO, a device (``/dev/zero``), a socket would block or never end."""
     p = Path(path)
     try:
-        return p.read_text(encoding="utf-8")
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise error(f"{what}: file not found: {p}") from None
+    except OSError as exc:  # PermissionError on a parent, a path under a file, a loop, ...
+        raise error(f"{what}: cannot read {p} ({_reason(exc)})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise error(f"{what}: {p} is a folder, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{what}: {p} is not a regular file")
+    if st.st_size > limit:
+        raise error(f"{what}: {p} is {st.st_size} bytes, over the {limit // 2**20} MiB limit "
+                    f"for an input file")
+    return st
+
+
+def read_bytes(path: str | os.PathLike, what: str, error: type[FedoptError] = ConfigError,
+               limit: int = MAX_INPUT_BYTES) -> bytes:
+    """The bytes of the regular file ``path`` (see :func:`check_input_file`); opened without
+    blocking, so a FIFO swapped in after the check cannot hang the read."""
+    p = Path(path)
+    check_input_file(p, what, error, limit)
+    try:
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise error(f"{what}: {p} is not a regular file")
+            data = fh.read(limit + 1)
     except FileNotFoundError:
         raise error(f"{what}: file not found: {p}") from None
     except IsADirectoryError:
         raise error(f"{what}: {p} is a folder, not a file") from None
-    except UnicodeDecodeError as exc:
-        raise error(f"{what}: {p} is not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:  # PermissionError, a path under a file, a name too long, ...
         raise error(f"{what}: cannot read {p} ({_reason(exc)})") from None
+    if len(data) > limit:
+        raise error(f"{what}: {p} is over the {limit // 2**20} MiB limit for an input file")
+    return data
+
+
+def read_text(path: str | os.PathLike, what: str, error: type[FedoptError] = ConfigError) -> str:
+    """The UTF-8 text of ``path``; a missing, unreadable, non-regular (FIFO, device), too large
+    (over :data:`MAX_INPUT_BYTES`) or non-UTF-8 file is an ``error`` of one line."""
+    p = Path(path)
+    data = read_bytes(p, what, error)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{what}: {p} is not UTF-8 text (byte {exc.start})") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")  # universal newlines, as open()
 
 
 def _existing_ancestor(p: Path) -> tuple[Path, list[Path]]:

@@ -120,9 +120,11 @@ def loads(data: bytes, kind: str, what: str = "state file") -> dict:
     if not data:
         raise StateFileError(f"{what} is empty (damaged)")
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            if not isinstance(npz, np.lib.npyio.NpzFile):
-                raise StateFileError(f"{what} is a single numpy array, not a {kind} file")
+        loaded = np.load(io.BytesIO(data), allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # an .npy: a bare array, no `with`
+            raise StateFileError(f"{what} is damaged or not a {kind} file (a single numpy "
+                                 f"array, not an .npz archive)")
+        with loaded as npz:
             members = {name: npz[name] for name in npz.files}
     except StateFileError:
         raise
@@ -139,6 +141,9 @@ def loads(data: bytes, kind: str, what: str = "state file") -> dict:
         header = json.loads(raw.tobytes().decode())
     except (UnicodeDecodeError, ValueError):
         raise StateFileError(f"{what} is damaged (its {_HEADER} record is not JSON)") from None
+    except RecursionError:  # [[[[...]]]] nested past Python's recursion limit
+        raise StateFileError(f"{what} is damaged (its {_HEADER} record is nested too "
+                             f"deeply)") from None
     if not isinstance(header, dict) or header.get("format") != kind:
         found = header.get("format") if isinstance(header, dict) else None
         raise StateFileError(f"{what} is not a {kind} file (format {found!r})")
@@ -149,13 +154,18 @@ def loads(data: bytes, kind: str, what: str = "state file") -> dict:
         raise StateFileError(f"{what} was written by a newer fedopt (format version {version}; "
                              f"this fedopt reads version {FORMAT_VERSION}); upgrade fedopt")
     tree = header.get("state")
-    state_json = json.dumps(tree, separators=(",", ":"))
+    try:
+        state_json = json.dumps(tree, separators=(",", ":"))
+    except (RecursionError, ValueError):
+        raise StateFileError(f"{what} is damaged (its state is nested too deeply)") from None
     if header.get("sha256") != _digest(state_json, members):
         raise StateFileError(f"{what} fails its sha256 checksum (damaged or edited)")
     try:
         state = _decode(tree, members)
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, AttributeError):
         raise StateFileError(f"{what} is damaged (its state refers to missing arrays)") from None
+    except RecursionError:
+        raise StateFileError(f"{what} is damaged (its state is nested too deeply)") from None
     if not isinstance(state, dict):
         raise StateFileError(f"{what} is damaged (its state is not a mapping)")
     return state

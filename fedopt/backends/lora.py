@@ -732,6 +732,9 @@ def _run_json(root: Path, name: str):
     except json.JSONDecodeError as exc:
         raise ConfigError(f"run_dir: {path} is not valid JSON (line {exc.lineno}: {exc.msg}); "
                           f"the run folder is damaged") from None
+    except RecursionError:  # [[[[...]]]] nested past Python's recursion limit
+        raise ConfigError(f"run_dir: {path} is not valid JSON (nested too deeply); "
+                          f"the run folder is damaged") from None
 
 
 def _field(path: Path | str, data: dict, key: str, types: tuple[type, ...], what: str):

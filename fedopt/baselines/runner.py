@@ -125,11 +125,12 @@ class RankLevelSimulation(Simulation):
         state["prev_tail"] = self.prev_tail.copy()
         return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        state = dict(state)
-        self.level = state.pop("rank_level")
-        self.prev_tail = state.pop("prev_tail")
-        super().load_state_dict(state)
+    def _load_state(self, state: dict[str, Any]) -> None:
+        # called by Simulation.load_state_dict once the whole state (these two arrays too,
+        # against this run's state_dict) has been checked
+        self.level = state["rank_level"].copy()
+        self.prev_tail = state["prev_tail"].copy()
+        super()._load_state(state)
 
 
 def run_scheme(scheme: str | Scheme, run, out: str | Path | None = None, *,

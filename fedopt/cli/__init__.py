@@ -57,10 +57,19 @@ def main(argv: list[str] | None = None) -> int:
     first = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(first if first in COMMANDS else None)
     args = parser.parse_args(argv)
+    for opt in ("config", "resume"):  # "" would be the current folder, or silently no file
+        v = getattr(args, opt, None)
+        if isinstance(v, str) and not v.strip():
+            parser.error(f"argument --{opt}: empty path")
     try:
         return int(args._run(args) or 0)
     except FedoptError as exc:
         print(f"fedopt {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a write at the end failed (disk full, quota): one line, no traceback
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"fedopt {args.command}: error: cannot write{where}: {exc.strerror or exc}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fedopt: interrupted", file=sys.stderr)

@@ -11,8 +11,10 @@ nothing behind). Factories return functions whose ``__name__`` reads well in arg
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 
 from ..errors import FedoptError
 from ..files import check_output_dir, check_output_file
@@ -20,15 +22,19 @@ from ..files import check_output_dir, check_output_file
 __all__ = ["number", "integer", "positive_int", "nonneg_int", "seed", "positive_float",
            "nonneg_float", "fraction", "open_fraction", "int_list", "float_list", "list_of",
            "positive_int_list", "positive_float_list", "fraction_list", "name_list",
-           "output_dir", "output_file"]
+           "output_dir", "output_file", "MAX_SEED", "cpu_count", "writing"]
+
+
+def _show(v: float) -> str:
+    return str(v) if isinstance(v, int) else f"{v:g}"
 
 
 def _interval(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> str:
     if hi is None:
-        return f"{'>' if lo_open else '>='} {lo:g}"
+        return f"{'>' if lo_open else '>='} {_show(lo)}"
     if lo is None:
-        return f"{'<' if hi_open else '<='} {hi:g}"
-    return f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        return f"{'<' if hi_open else '<='} {_show(hi)}"
+    return f"in {'(' if lo_open else '['}{_show(lo)}, {_show(hi)}{')' if hi_open else ']'}"
 
 
 def number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
@@ -75,7 +81,10 @@ def integer(lo: int | None = None, hi: int | None = None, *, name: str = "intege
 _finite = number()
 positive_int = integer(1, name="positive integer")
 nonneg_int = integer(0, name="non-negative integer")
-seed = integer(0, name="seed")  # numpy takes any integer >= 0
+MAX_SEED = 2**63 - 1  # one rule for every seed: the run key ``seed`` has the same bound
+seed = integer(0, MAX_SEED, name="seed")
+#: a count of CPUs (--cpus, --jobs): at least 1, at most this machine's os.cpu_count()
+cpu_count = integer(1, os.cpu_count() or 1, name="CPU count")
 positive_float = number(0.0, lo_open=True, name="positive number")
 nonneg_float = number(0.0, name="non-negative number")
 fraction = number(0.0, 1.0, lo_open=True, name="fraction")  # (0, 1]: a share of a budget
@@ -148,3 +157,13 @@ def _path_type(check: Callable, name: str) -> Callable[[str], str]:
 output_dir = _path_type(check_output_dir, "output folder")
 #: an output file: its folder writable, not itself a folder; an existing file is not changed
 output_file = _path_type(check_output_file, "output file")
+
+
+@contextlib.contextmanager
+def writing(path) -> Iterator[None]:
+    """Around a write at the end of a command (not checkable beforehand: a full disk, a
+    quota): an OSError becomes one :class:`FedoptError` line naming the file (exit code 2)."""
+    try:
+        yield
+    except OSError as exc:
+        raise FedoptError(f"cannot write {path}: {exc.strerror or exc}") from None

@@ -35,14 +35,14 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from ..backends.glue import read_tsv
+    from ..files import check_input_file
     from ..backends.lora import LoraBackend, check_run_params, ensemble_scores, load_run_modules
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"run_dir: {run_dir} is not a directory")
     tsv = Path(args.tsv)
-    if not tsv.is_file():
-        raise ConfigError(f"--tsv: file not found: {tsv}")
+    check_input_file(tsv, "--tsv")  # missing, a folder, a FIFO, a device, too large: one line
     meta, specs, params, ensembles = load_run_modules(run_dir)  # checked, before the model loads
     rows = read_tsv(tsv, meta["options"]["task"], strict=args.strict)  # a bad TSV fails here too
     if rows.skipped:  # said, never silent: n below counts only the rows that were read

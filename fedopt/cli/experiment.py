@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..files import check_output_dir
-from ._types import output_dir, positive_int
+from ._types import cpu_count, output_dir, positive_int
 
 FIGURES = {
     "fig2": ("fedopt.experiments.fig2", "run_fig2", "rounds to converge vs K, with the baselines"),
@@ -40,8 +40,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=output_dir, default="results",
                    help="output root; files go to OUT/<fig>/")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--jobs", type=positive_int, default=1,
-                   help="fig2/fig4: run groups of runs (a seed, or a K and seed) in N processes")
+    p.add_argument("--jobs", type=cpu_count, default=1,
+                   help="fig2/fig4: run groups of runs (a seed, or a K and seed) in N processes, "
+                        "at most os.cpu_count()")
     p.add_argument("--resume", action="store_true",
                    help="fig2/fig4: reuse the finished groups stored in OUT/<fig>/runs/")
     p.add_argument("--overwrite", action="store_true",

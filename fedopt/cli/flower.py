@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from pathlib import Path
 
 from ..errors import ConfigError
-from ._types import output_dir, positive_int
+from ._types import cpu_count, output_dir
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -32,7 +33,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     s.add_argument("--overwrite", action="store_true",
                    help="replace the run already in --out DIR (removed first); without it such "
                         "a folder is refused")
-    s.add_argument("--cpus", type=positive_int, default=2, help="CPUs Ray may use (default 2)")
+    s.add_argument("--cpus", type=cpu_count, default=min(2, os.cpu_count() or 1),
+                   help="CPUs Ray may use, at most os.cpu_count() (default 2)")
     s.add_argument("--evaluate", choices=("nodes", "server", "off"), default="nodes",
                    help="ensemble evaluation (3): on every node (federated, default), on the "
                         "server's backend (one pass, as fedopt simulate does) or off")

@@ -27,7 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
-from ._types import int_list, name_list, output_file, positive_float, positive_int, seed
+from ._types import int_list, name_list, output_file, positive_float, positive_int, seed, writing
+
+MAX_SIZE = 10**6  # --sizes: instances larger than this do not fit a validation run
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _sizes(text: str) -> list[int]:
-    return int_list(str(text), 1)
+    sizes = int_list(str(text), 1)
+    if max(sizes) > MAX_SIZE:
+        raise argparse.ArgumentTypeError(f"every size must be <= {MAX_SIZE:g}, got {max(sizes)}")
+    return sizes
 
 
 def _common(p: argparse.ArgumentParser, methods: tuple[str, ...], sizes: str) -> None:
@@ -192,7 +197,7 @@ def _write_csv(path: str | None, rows: list[dict], fields: list[str]) -> None:
     out = Path(path)
     if out.parent and not out.parent.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as fh:
+    with writing(out), out.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
         for r in rows:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from ._types import name_list, nonneg_float, output_dir, positive_int, positive_int_list
+from ._types import name_list, nonneg_float, output_dir, positive_int, positive_int_list, writing
 
 DEFAULT_POLICIES = "primal_dual,lyapunov,greedy,one_shot"
 
@@ -60,6 +60,27 @@ def _policy_run(policy, seq, T, energy_aware):
     return xs
 
 
+def _check_budget(budget: float, seqs: list, horizons: list[int], beta: float) -> None:
+    """--energy-budget below what the participation floor needs makes the hindsight LP
+    infeasible: refuse it before any run. A UE's least energy for beta T module-rounds over
+    T rounds is the sum of its beta T cheapest feasible (round, module) energies (fractional)."""
+    for seed, seq in enumerate(seqs):
+        E = np.where(seq["feasible"], seq["energy"], np.inf)
+        for T in horizons:
+            e = np.sort(E[:T].transpose(1, 0, 2).reshape(E.shape[1], -1), axis=1)  # (K, T M)
+            need = beta * T
+            whole = int(need)
+            with np.errstate(invalid="ignore"):
+                least = e[:, :whole].sum(axis=1) + (need - whole) * (
+                    e[:, whole] if whole < e.shape[1] else 0.0)
+            worst = float(np.max(least)) / T
+            if worst > budget * (1 + 1e-9):
+                raise ConfigError(
+                    f"--energy-budget: {budget:g} J/round is below the {worst:.3g} J/round the "
+                    f"participation floor beta = {beta:g} needs (T = {T}, seed {seed}); "
+                    "the hindsight LP would be infeasible")
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -67,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from ..online import POLICIES, make_policy, solve_hindsight
     from ..online.scenarios import cost_sequence
 
-    data = load_yaml(args.config) if args.config else {}
+    data = load_yaml(args.config) if args.config is not None else {}
     cfg = SystemConfig.from_dict({**data, "K": args.K, **parse_overrides(args.set)})
     names = args.policies
     for n in names:
@@ -80,9 +101,12 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     energy_names = [n for n in names if n in ("primal_dual", "lyapunov")]
     total = args.seeds * len(args.T) * (1 + len(names) + (1 + len(energy_names)))
+    seqs = [cost_sequence(cfg, Tmax, seed) for seed in range(args.seeds)]
+    if args.energy_budget:
+        _check_budget(args.energy_budget, seqs, args.T, cfg.beta)
     with tqdm(total=total, desc="validate online", unit="run") as bar:
         for seed in range(args.seeds):
-            seq = cost_sequence(cfg, Tmax, seed)
+            seq = seqs[seed]
             u, E, F = seq["costs"], seq["energy"], seq["feasible"]
             Ebar = args.energy_budget
             if Ebar is None:
@@ -120,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
                         ))
                         bar.update()
     keys = list(rows[0])
-    with open(out / "validate_online.csv", "w", newline="") as fh:
+    with writing(out / "validate_online.csv"), open(out / "validate_online.csv", "w",
+                                                    newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
@@ -128,9 +153,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"K = {cfg.K}, M = {cfg.M}, M_max = {cfg.M_max}, beta = {cfg.beta:g}, "
           f"{args.seeds} cost sequence(s); means over seeds (regret vs the hindsight LP)")
     print(table)
-    (out / "validate_online.txt").write_text(table + "\n")
+    with writing(out / "validate_online.txt"):
+        (out / "validate_online.txt").write_text(table + "\n")
     if not args.no_plot:
-        _plot(rows, args.T, out / "validate_online.png")
+        with writing(out / "validate_online.png"):
+            _plot(rows, args.T, out / "validate_online.png")
     print(f"wrote {out / 'validate_online.csv'}" + ("" if args.no_plot else f" and {out / 'validate_online.png'}"))
     return 0
 

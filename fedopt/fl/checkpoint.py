@@ -15,6 +15,7 @@ from typing import Any
 
 from .. import safestate
 from ..errors import StateFileError
+from ..files import read_bytes
 from ..runfolder import atomic_write_bytes, remove_stale_temporaries
 
 __all__ = ["save_checkpoint", "load_checkpoint", "has_checkpoint", "CHECKPOINT", "KIND"]
@@ -51,8 +52,5 @@ def load_checkpoint(folder: str | Path) -> dict[str, Any] | None:
         return None
     if not path.is_file():
         raise StateFileError(f"checkpoint {path} is not a file")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise StateFileError(f"checkpoint {path}: cannot read it ({exc.strerror})") from None
+    data = read_bytes(path, "checkpoint", StateFileError)  # regular, at most 256 MiB
     return safestate.loads(data, KIND, what=f"checkpoint {path}")

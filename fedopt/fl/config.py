@@ -42,6 +42,8 @@ def _known_policies() -> tuple[str, ...]:
 
 KNOWN_POLICIES = _known_policies()
 
+MAX_MOBILITY_STEP = 1e5  # [m] a round; far beyond any cell (its radius is ~178 m by default)
+
 # run key -> (default, help)
 RUN_KEYS: dict[str, tuple[Any, str]] = {
     "rounds": (200, "T, the number of rounds"),
@@ -86,7 +88,7 @@ class RunConfig:
         # the numeric run keys: one check (SystemConfig's) for type, finiteness and range
         for key, lo, hi, integer in (("rounds", 1, None, True), ("checkpoint_every", 0, None, True),
                                      ("eval_every", 1, None, True), ("seed", 0, 2**63 - 1, True),
-                                     ("mobility_step", 0.0, None, False),
+                                     ("mobility_step", 0.0, MAX_MOBILITY_STEP, False),
                                      ("probe_fraction", 0.0, 1.0, False),
                                      ("target_accuracy", 0.0, 1.0, False)):
             object.__setattr__(self, key, check_number(key, getattr(self, key), lo=lo, hi=hi,

@@ -63,6 +63,88 @@ def _make_allocator(run: RunConfig, system, population, seed_seq: np.random.Seed
         raise ConfigError(str(exc)) from None
 
 
+def _like(got: Any, fresh: Any, where: str) -> str | None:
+    """Why ``got`` (from a checkpoint) does not have the structure of ``fresh`` (the same
+    run's state before round 0), or None. Arrays must match in shape and dtype, mappings in
+    keys, tuples and non-empty lists in length, scalars in type; an empty list (a trace that
+    grows) only has to be a list, and a None (a value set later) may be anything."""
+    if fresh is None:
+        return None
+    if isinstance(fresh, np.ndarray):
+        if not isinstance(got, np.ndarray):
+            return f"{where} is {type(got).__name__}, not an array"
+        if got.shape != fresh.shape or got.dtype != fresh.dtype:
+            return (f"{where} is a {got.dtype} array of shape {got.shape}, not {fresh.dtype} "
+                    f"{fresh.shape}")
+        return None
+    if isinstance(fresh, dict):
+        if not isinstance(got, dict):
+            return f"{where} is {type(got).__name__}, not a mapping"
+        if set(got) != set(fresh):
+            return f"{where} has keys {sorted(got)[:8]}, not {sorted(fresh)[:8]}"
+        for k in fresh:
+            why = _like(got[k], fresh[k], f"{where}.{k}")
+            if why:
+                return why
+        return None
+    if isinstance(fresh, (list, tuple)):
+        if type(got) is not type(fresh):
+            return f"{where} is {type(got).__name__}, not a {type(fresh).__name__}"
+        if isinstance(fresh, tuple) or fresh:
+            if len(got) != len(fresh):
+                return f"{where} has {len(got)} entries, not {len(fresh)}"
+            for i, (g, f) in enumerate(zip(got, fresh)):
+                why = _like(g, f, f"{where}[{i}]")
+                if why:
+                    return why
+        return None
+    if isinstance(fresh, np.generic):
+        if not isinstance(got, np.generic) or got.dtype != fresh.dtype:
+            return f"{where} is {type(got).__name__}, not {fresh.dtype}"
+        return None
+    kinds = (bool,) if isinstance(fresh, bool) else (int,) if isinstance(fresh, int) else \
+        (float,) if isinstance(fresh, float) else (type(fresh),)
+    if not isinstance(got, kinds) or isinstance(got, bool) != isinstance(fresh, bool):
+        return f"{where} is {type(got).__name__}, not {type(fresh).__name__}"
+    return None
+
+
+def _state_misfit(state: Any, fresh: dict[str, Any], rounds: int) -> str | None:
+    """Why a checkpoint's state (which passed its checksum; the sha256 is not keyed, so an
+    edited file can be re-signed) cannot be this run's, or None: the one check before a
+    resume uses any of it. Everything the run would index, reshape or do arithmetic with is
+    checked against ``fresh`` (this run's state before round 0)."""
+    if not isinstance(state, dict):
+        return "its state is not a mapping"
+    t = state.get("t")
+    if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t <= rounds:
+        return f"t is {str(t)[:40]}; an integer in [0, {rounds}] expected"
+    why = _like(state, fresh, "state")
+    if why:
+        return why
+    rows = state["rows"]
+    if len(rows) != t:
+        return f"{len(rows)} metrics rows for t = {t}"
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict) or not all(
+                isinstance(k, str) and (v is None or isinstance(v, (int, float, str)))
+                for k, v in row.items()):
+            return f"metrics row {i} is not a mapping of numbers"
+    for key, seq in state["trace"].items():  # one array per round
+        if len(seq) > t or not all(isinstance(a, np.ndarray) and a.dtype.kind in "biuf"
+                                   for a in seq):
+            return f"trace.{key} is not a list of at most t = {t} arrays"
+    for key, seq in state["bound_trace"].items():  # one list of numbers per round
+        if len(seq) > t or not all(isinstance(a, list) and all(
+                isinstance(v, (int, float)) for v in a) for a in seq):
+            return f"bound_trace.{key} is not a list of at most t = {t} lists of numbers"
+    for i, module in enumerate(state["params"]):
+        for key, a in (module.items() if isinstance(module, dict) else enumerate(module)):
+            if isinstance(a, np.ndarray) and a.dtype.kind in "fc" and not np.isfinite(a).all():
+                return f"params[{i}].{key} has NaN or infinite values"
+    return None
+
+
 class Simulation:
     """One run of the runtime; :meth:`run` executes (or resumes) it and writes ``out``."""
 
@@ -141,6 +223,11 @@ class Simulation:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         try:
+            if not isinstance(state, dict) or state.get("config") != self.run_cfg.to_flat_dict():
+                raise ConfigError("--resume: the checkpoint was written with a different config")
+            problem = _state_misfit(state, self.state_dict(), self.run_cfg.rounds)
+            if problem:  # checked in full before anything is set: no half-loaded run
+                raise StateFileError(f"the checkpoint does not fit this run ({problem})")
             self._load_state(state)
         except FedoptError:
             raise
