@@ -97,13 +97,13 @@ def run(args: argparse.Namespace) -> int:
                               f"{', '.join(k for k in POLICIES if k != 'hindsight')}")
     Tmax = max(args.T)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     rows = []
     energy_names = [n for n in names if n in ("primal_dual", "lyapunov")]
     total = args.seeds * len(args.T) * (1 + len(names) + (1 + len(energy_names)))
     seqs = [cost_sequence(cfg, Tmax, seed) for seed in range(args.seeds)]
     if args.energy_budget:
         _check_budget(args.energy_budget, seqs, args.T, cfg.beta)
+    out.mkdir(parents=True, exist_ok=True)
     with tqdm(total=total, desc="validate online", unit="run") as bar:
         for seed in range(args.seeds):
             seq = seqs[seed]

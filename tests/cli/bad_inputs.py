@@ -47,6 +47,9 @@ CONFIG_FILES: dict[str, bytes] = {
     "policy_list": (BASE_YAML + "policy: [1]\n").encode(),
     "data_dir_int": (BASE_YAML + "data_dir: 5\n").encode(),
     "null_key": (BASE_YAML + "null: 3\n").encode(),
+    "mobility_huge": (BASE_YAML + "mobility_step: 1e10\n").encode(),
+    "probe_exp_5e1": (BASE_YAML + "probe_fraction: 5e1\n").encode(),  # a YAML 1.1 string
+    "ranks_open": (BASE_YAML + "ranks: '[4, 8'\n").encode(),
     "not_mapping": b"- rounds\n- 2\n",
     "bad_yaml": b"rounds: [2\n",
     "python_tag": b"rounds: !!python/object/apply:os.system ['true']\n",
@@ -72,13 +75,16 @@ CONFIG_CASES: list[tuple[str, str]] = [
     ("M_huge", "M: must be <= 64"),
     ("ranks_nan", "ranks: NaN"),
     ("lr_neg", "lr: must be >= 0"),
-    ("P_max_huge_dbm", "P_max:"),
+    ("P_max_huge_dbm", "P_max: '1e400 dBm' is too large"),
     ("features_neg", "features: must be >= 1"),
     ("probe_batch_0", "probe_batch: must be >= 1"),
     ("dense_int", "dense: expected true or false"),
     ("policy_list", "policy: unknown value"),
     ("data_dir_int", "data_dir: expected a name"),
     ("null_key", "unknown key 'None'"),
+    ("mobility_huge", "mobility_step: must be <= "),
+    ("probe_exp_5e1", "probe_fraction: must be <= 1"),
+    ("ranks_open", "ranks: unbalanced brackets"),
     ("not_mapping", "the top level must be a mapping"),
     ("bad_yaml", "not valid YAML"),
     ("python_tag", "not valid YAML"),
@@ -158,6 +164,42 @@ ARGV_CASES: list[tuple[list[str], str]] = [
      "alpha_dir"),
     (["flower", "simulate", "--cpus", "0"], "--cpus"),
     (["flower", "simulate", "--out", "/proc/fedopt-x"], "/proc/fedopt-x"),
+    # issue 13, second audit: numeric edges of channel check, refused before the draws
+    *[(["channel", "check", "--draws", "200", "--no-plot", "--out", "{tmp}/ch", opt, v], opt)
+      for opt, v in (("--p", "1e-320"), ("--tol", "1e-320"), ("--d", "1e-300"),
+                     ("--draws", "10000000000"), ("--tol", "1e-15"), ("--p", "1e-30"),
+                     ("--d", "1e30"), ("--d", "5"), ("--tol", "0.6"), ("--p", "1e4"))],
+    (["channel", "check", "--draws", "200", "--no-plot", "--out", "{tmp}/ch", "--p", "1e-9"],
+     "--d/--p/--tol"),
+    (["channel", "check", "--draws", "10000000", "--no-plot", "--out", "{tmp}/ch", "--d",
+      "20,30,40,50,60,70,80,90,100,110", "--p", "0.1,0.2,0.3"], "--draws"),
+    # CPU counts against os.cpu_count()
+    (["flower", "simulate", "--cpus", "100000"], "--cpus"),
+    (["experiment", "fig2", "--jobs", "100000", "--out", "{tmp}/res"], "--jobs"),
+    # found before the work, not after it
+    (["validate", "bandwidth", "--sizes", "100000000"], "--sizes"),
+    (["validate", "online", "--energy-budget", "1e-320", "--T", "20", "--seeds", "1", "--K", "4",
+      "--no-plot", "--out", "{tmp}/vo"], "--energy-budget"),
+    # one rule for seeds: [0, 2^63 - 1] everywhere
+    *[(["validate", t, "--seed", "99999999999999999999999"], "--seed")
+      for t in ("bandwidth", "power", "round")],
+    (["channel", "check", "--seed", str(2**63)], "--seed"),
+    (["simulate", "--config", QUICK, "--set", "seed=9223372036854775808", "--out", "{tmp}/run"],
+     "seed: must be <="),
+    # run keys: exponent form parsed like system keys; bounds
+    (["simulate", "--config", QUICK, "--set", "mobility_step=1e10", "--out", "{tmp}/run"],
+     "mobility_step: must be <="),
+    (["simulate", "--config", QUICK, "--set", "probe_fraction=5e1", "--out", "{tmp}/run"],
+     "probe_fraction: must be <= 1"),
+    # malformed --set lists
+    *[(["simulate", "--config", QUICK, "--set", v, "--out", "{tmp}/run"], "ranks:")
+      for v in ("ranks=[4,,8,16]", "ranks=[4, 8, 16", "ranks=4, 8, 16]", "ranks=[4,8,]")],
+    # messages
+    (["channel", "check", "--set", "N0=1e400dBm/Hz"], "N0: '1e400dBm/Hz' is too large"),
+    (["simulate", "--resume", ""], "--resume: empty path"),
+    *[([*argv, "--config", ""], "--config: empty path")
+      for argv in (["channel", "check"], ["simulate", "--out", "{tmp}/run"],
+                   ["validate", "online"], ["validate", "round"])],
 ]
 
 

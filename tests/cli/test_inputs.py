@@ -207,3 +207,57 @@ def test_fuzz_yaml_configs_raise_only_config_error(tmp_path):
 
     check()
     assert seen["ok"] > 0 and seen["error"] > 0  # the fuzz reaches both outcomes
+
+
+# --- issue 13, second audit ------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("argv", [
+    ["validate", "bandwidth", "--instances", "1", "--sizes", "3", "--methods", "auto",
+     "--no-progress", "--csv", "/dev/full"],
+    ["validate", "power", "--instances", "1", "--sizes", "3", "--methods", "auto",
+     "--no-progress", "--csv", "/dev/full"],
+])
+def test_disk_full_at_the_end_is_one_line_exit_2(capsys, world, argv):
+    """A write at the end that fails (disk full) is one line naming the file, exit 2."""
+    r = run_cli(capsys, argv)
+    assert_one_line_error(r, "cannot write /dev/full")
+
+
+def test_final_write_oserror_is_one_line(monkeypatch):
+    """The ``writing`` guard and main's fallback turn any OSError into one line naming it."""
+    import fedopt.cli as cli
+    from fedopt.cli._types import writing
+    from fedopt.errors import FedoptError
+
+    with pytest.raises(FedoptError, match=r"cannot write /x/y\.csv: No space left"):
+        with writing("/x/y.csv"):
+            raise OSError(28, "No space left on device")
+
+    def boom(args):
+        raise OSError(28, "No space left on device", "/x/z.json")
+
+    monkeypatch.setattr(cli, "build_parser", lambda first: _FakeParser(boom))
+    assert cli.main(["solve"]) == 2
+
+
+class _FakeParser:
+    def __init__(self, run):
+        self.run = run
+
+    def parse_args(self, argv):
+        import argparse
+
+        return argparse.Namespace(command="solve", _run=self.run)
+
+
+def test_exponent_form_run_keys_accepted(tmp_path):
+    """5e-1 without a dot is a YAML 1.1 string: run keys parse it as system keys do."""
+    cfg = RunConfig.load(None, ["probe_fraction=5e-1", "target_accuracy=5E-1",
+                                "mobility_step=1e1", "K=1e1"])
+    assert (cfg.probe_fraction, cfg.target_accuracy, cfg.mobility_step, cfg.system.K) == \
+        (0.5, 0.5, 10.0, 10)
+    p = tmp_path / "c.yaml"
+    p.write_text(BASE_YAML + "probe_fraction: 1e-1\n")
+    assert RunConfig.load(p).probe_fraction == 0.1
