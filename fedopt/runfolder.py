@@ -75,12 +75,20 @@ def clear_run(folder: str | Path) -> list[Path]:
     return removed
 
 
+def _umask() -> int:
+    """The process umask (read by setting it: no other portable way; restored at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically: a temporary in the same folder, fsync, rename."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{path.name}-", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o666 & ~_umask())  # as open() would, not mkstemp's 0600
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

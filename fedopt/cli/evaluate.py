@@ -35,8 +35,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from ..backends.glue import read_tsv
-    from ..files import check_input_file
     from ..backends.lora import LoraBackend, check_run_params, ensemble_scores, load_run_modules
+    from ..files import check_input_file
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():

@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..runfolder import atomic_write_text
 from .common import markdown_table, mean_std, out_dir, seed_list, write_config, write_rows
-from .training import rounds_to_converge, run_config, run_groups, run_one
+from .training import group_misfit, rounds_to_converge, run_config, run_groups, run_one
 
 __all__ = ["run_fig2"]
 
@@ -65,7 +65,8 @@ def run_fig2(cfg: dict, out, *, backend: str = "synthetic", seeds: int | None = 
     runs_cfg = {"run": cfg["run"]}  # what the runs depend on (target etc. do not)
     tasks = [(f"K{K}_seed{seed}", runs_cfg, backend, K, seed, schemes, extra)
              for K in Ks for seed in seeds_]
-    done = run_groups(_group_runs, tasks, d / "runs", jobs=jobs, resume=resume, bar=bar)
+    done = run_groups(_group_runs, tasks, d / "runs", jobs=jobs, resume=resume, bar=bar,
+                      check=lambda result: group_misfit(result, schemes))
     if bar is not None:
         bar.close()
     for K in Ks:

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..runfolder import atomic_write_text
 from .common import band, markdown_table, mean_std, out_dir, seed_list, write_config, write_rows
-from .training import run_config, run_groups, run_one
+from .training import group_misfit, run_config, run_groups, run_one
 
 __all__ = ["run_fig4"]
 
@@ -47,6 +47,16 @@ def _seed_runs(cfg: dict, backend: str, seed: int, schemes: list[str], extra: di
     return {"runs": runs, "budget": budget}
 
 
+def _seed_misfit(result, schemes: list[str]) -> str | None:
+    """Why a stored seed group is not what :func:`_seed_runs` returns, or None."""
+    if not isinstance(result, dict) or set(result) != {"runs", "budget"}:
+        return "result is not a mapping of 'runs' and 'budget'"
+    budget = result["budget"]
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))):
+        return "result.budget is not a number or null"
+    return group_misfit(result["runs"], schemes, "result.runs")
+
+
 def run_fig4(cfg: dict, out, *, backend: str = "synthetic", seeds: int | None = None,
              progress: bool = True, jobs: int = 1, resume: bool = False) -> dict:
     d = out_dir(out, "fig4")
@@ -65,7 +75,8 @@ def run_fig4(cfg: dict, out, *, backend: str = "synthetic", seeds: int | None = 
         bar = tqdm(total=len(seeds_), desc="fig4", unit="seed")
     runs_cfg = {"run": cfg["run"], "budget_fraction": cfg["budget_fraction"]}
     tasks = [(f"seed{seed}", runs_cfg, backend, seed, schemes, extra) for seed in seeds_]
-    done = run_groups(_seed_runs, tasks, d / "runs", jobs=jobs, resume=resume, bar=bar)
+    done = run_groups(_seed_runs, tasks, d / "runs", jobs=jobs, resume=resume, bar=bar,
+                      check=lambda result: _seed_misfit(result, schemes))
     if bar is not None:
         bar.close()
     runs: dict[tuple[str, int], dict] = {}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -58,13 +59,80 @@ def _store_key(task: tuple) -> str:
     return hashlib.sha1(json.dumps(args, sort_keys=True, default=_jsonable).encode()).hexdigest()
 
 
+_CURVES = ("accuracy", "global_accuracy", "energy", "received", "subscriptions")
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def run_misfit(r: Any, where: str) -> str | None:
+    """Why ``r`` is not one scheme's stored run (:func:`run_one`'s curves, equally long lists
+    of numbers, and ``slots_per_round``), or None."""
+    if not isinstance(r, dict):
+        return f"{where} is {type(r).__name__}, not a mapping"
+    lengths = set()
+    for key in _CURVES:
+        v = r.get(key)
+        if not isinstance(v, list) or not v or not all(_number(x) for x in v):
+            return f"{where}.{key} is not a non-empty list of numbers"
+        lengths.add(len(v))
+    if len(lengths) != 1:
+        return f"{where}'s curves have different lengths"
+    if not _number(r.get("slots_per_round")):
+        return f"{where}.slots_per_round is not a number"
+    return None
+
+
+def group_misfit(runs: Any, schemes: list[str], where: str = "result") -> str | None:
+    """Why ``runs`` is not ``{scheme: run}`` for every scheme of ``schemes``, or None."""
+    if not isinstance(runs, dict):
+        return f"{where} is {type(runs).__name__ if runs is not None else 'null'}, not a mapping"
+    for name in schemes:
+        if name not in runs:
+            return f"{where} has no run of {name!r}"
+    for name, r in runs.items():
+        why = run_misfit(r, f"{where}.{name}")
+        if why:
+            return why
+    if len({len(r["accuracy"]) for r in runs.values()}) > 1:
+        return f"{where}'s runs have different lengths"
+    return None
+
+
+def _read_store(path: Path, key: str, check: Callable[[Any], str | None] | None):
+    """(result, None) for a stored group of this ``key``; (None, None) for one of other
+    arguments (a changed config: run again, as documented); (None, why) for a damaged one."""
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        return None, f"cannot read it ({exc.strerror or type(exc).__name__})"
+    except UnicodeDecodeError:
+        return None, "not UTF-8 text"
+    except RecursionError:
+        return None, "JSON nested too deeply"
+    except ValueError as exc:  # json.JSONDecodeError: empty, truncated, hand-edited
+        return None, f"not valid JSON: {str(exc).splitlines()[0][:80]}"
+    if not isinstance(data, dict) or not isinstance(data.get("key"), str) or "result" not in data:
+        return None, "not a stored group (no 'key' and 'result')"
+    if data["key"] != key:
+        return None, None
+    why = check(data["result"]) if check is not None else None
+    if why:
+        return None, why
+    return data["result"], None
+
+
 def run_groups(func: Callable[..., dict], tasks: list[tuple], store: Path, *, jobs: int = 1,
-               resume: bool = False, bar=None) -> dict[str, dict]:
+               resume: bool = False, bar=None,
+               check: Callable[[Any], str | None] | None = None) -> dict[str, dict]:
     """Run ``func(*task[1:])`` for every task ``(tag, *args)`` and return {tag: result}.
 
     ``func`` must be a module-level function (workers pickle it) that returns a JSON-able
     dict. Each result is written to ``store/<tag>.json`` with a hash of its arguments; with
-    ``resume`` a stored result whose hash matches is loaded instead of recomputed. ``jobs`` > 1
+    ``resume`` a stored result whose hash matches is loaded instead of recomputed; one that
+    cannot be read, is not JSON or fails ``check`` (why it is not a result, or None) is
+    damaged: it is recomputed after one warning line on stderr naming the file. ``jobs`` > 1
     runs the groups in that many spawned processes (set the backend's ``threads`` so that
     jobs × threads fits the cores)."""
     from ..errors import StateFileError
@@ -81,12 +149,12 @@ def run_groups(func: Callable[..., dict], tasks: list[tuple], store: Path, *, jo
     for task in tasks:
         path = store / f"{task[0]}.json"
         if resume and path.is_file():
-            try:
-                data = json.loads(path.read_text())
-            except (OSError, ValueError):
-                data = {}  # unreadable or hand-edited into invalid JSON: run it again
-            if isinstance(data, dict) and data.get("key") == _store_key(task) and "result" in data:
-                out[task[0]] = data["result"]
+            result, why = _read_store(path, _store_key(task), check)
+            if why:  # a cache of results: said once, then computed again (never a traceback)
+                print(f"fedopt experiment: warning: stored run {path} is damaged ({why}); "
+                      f"it is recomputed", file=sys.stderr)
+            elif result is not None:
+                out[task[0]] = result
                 if bar is not None:
                     bar.update(1)
                 continue
