@@ -272,3 +272,70 @@ def test_allocator_state_round_trips_through_the_checkpoint_codec(policy):
     for key in ("x", "p", "b", "q"):
         assert np.array_equal(getattr(x, key), getattr(y, key)), key
     assert x.objective == y.objective
+
+
+# --- re-signed crafted checkpoints (the sha256 is not keyed) ---------------------------------
+
+def _resign(good: bytes, edit) -> bytes:
+    """``good`` edited by ``edit(tree, members)`` with a valid sha256 again."""
+    with np.load(io.BytesIO(good), allow_pickle=False) as npz:
+        members = {n: npz[n] for n in npz.files}
+    header = json.loads(members.pop("__state__").tobytes().decode())
+    edit(header["state"], members)
+    header["sha256"] = safestate._digest(json.dumps(header["state"], separators=(",", ":")),
+                                         members)
+    return _npz(__state__=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), **members)
+
+
+def _set(key, value):
+    return lambda tree, members: tree.__setitem__(key, value)
+
+
+@pytest.mark.parametrize("edit", [
+    _set("t", 10**30), _set("t", 1), _set("t", -1), _set("t", True), _set("rows", 5),
+    _set("params", []), _set("ensembles", {"a": 1}), _set("positions", [1.0, 2.0]),
+    lambda tree, m: m.__setitem__("a0", m["a0"].reshape(-1)),
+    lambda tree, m: m.__setitem__("a0", m["a0"] * np.nan),
+    lambda tree, m: m.__setitem__("a0", m["a0"].astype(np.float32)),
+    lambda tree, m: [m.__setitem__(k, np.array(["x"] * v.size).reshape(v.shape))
+                     for k, v in list(m.items()) if v.ndim == 1 and v.dtype == float],
+    lambda tree, m: [m.__setitem__(k, v.reshape(-1)) for k, v in list(m.items())
+                     if v.shape == (5, 2)],
+], ids=["t_huge", "t_rows", "t_neg", "t_bool", "rows_int", "params_empty", "ensembles_obj",
+        "positions_list", "a0_reshaped", "params_nan", "a0_float32", "string_1d", "positions_1d"])
+def test_a_resigned_checkpoint_that_does_not_fit_is_one_line(run, capsys, edit):
+    path = run / CHECKPOINT
+    path.write_bytes(_resign(path.read_bytes(), edit))
+    before = _tree(run)
+    assert main(["simulate", "--quiet", "--resume", str(run)]) == 2
+    line = _one_line(capsys)
+    assert "does not fit this run" in line and str(path) in line, line
+    assert _tree(run) == before
+
+
+def test_an_npy_saved_as_checkpoint_npz_is_one_line(run, capsys):
+    buf = io.BytesIO()
+    np.save(buf, np.arange(5.0))
+    (run / CHECKPOINT).write_bytes(buf.getvalue())
+    before = _tree(run)
+    assert main(["simulate", "--quiet", "--resume", str(run)]) == 2
+    line = _one_line(capsys)
+    assert "single numpy array" in line and "checkpoint" in line, line
+    assert _tree(run) == before
+
+
+def test_a_deeply_nested_header_is_one_line(run, capsys):
+    deep = b"[" * 100_000 + b"]" * 100_000
+    (run / CHECKPOINT).write_bytes(_npz(__state__=np.frombuffer(deep, dtype=np.uint8)))
+    before = _tree(run)
+    assert main(["simulate", "--quiet", "--resume", str(run)]) == 2
+    line = _one_line(capsys)
+    assert "nested too deeply" in line and "checkpoint" in line, line
+    assert _tree(run) == before
+
+
+def test_a_fifo_as_checkpoint_is_one_line(run, capsys):
+    (run / CHECKPOINT).unlink()
+    os.mkfifo(run / CHECKPOINT)
+    assert main(["simulate", "--quiet", "--resume", str(run)]) == 2
+    assert "not a file" in _one_line(capsys)
