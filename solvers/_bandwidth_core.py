@@ -47,16 +47,10 @@ def parts(w, a, c, b):
     return e * (3.0 + a * b) + 2.0 * c / b
 
 
-def objective_rounding(w, a, c, b) -> tuple[float, float]:
-    """(A bound on the rounding error of Σ f_n(b) as :func:`fsum` evaluates it, the size of
-    the terms Σ(w e^{−ab} + c/b)). fsum adds exactly up to N = 20000; above, the pairwise sum
-    adds at most log2(N)·ε·Σ|f_n|."""
-    return objective_with_rounding(w, a, c, b)[1:]
-
-
 def objective_with_rounding(w, a, c, b) -> tuple[float, float, float]:
-    """Σ f_n(b) of (16) (fsum), the bound on its rounding error and the size of its terms,
-    from one pass (one exp) over the pairs; see :func:`parts`."""
+    """Σ f_n(b) of (16) (fsum), a bound on its rounding error and the size of its terms
+    Σ(w e^{−ab} + c/b), from one pass (one exp) over the pairs; see :func:`parts`. fsum adds
+    exactly up to N = 20000; above, the pairwise sum adds at most log2(N)·ε·Σ|f_n|."""
     ab = a * b
     e = w * np.exp(-ab)
     cb = c / b

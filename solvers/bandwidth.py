@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import FedoptError
 from ..instances import BandwidthInstance
-from ._bandwidth_core import f, fsum, objective_rounding, objective_with_rounding
+from ._bandwidth_core import f, fsum, objective_with_rounding
 from ._solution import Solution, certify, check_options, quiet, refuted
 
 __all__ = ["solve_bandwidth", "BANDWIDTH_METHODS", "bandwidth_objective"]
@@ -136,8 +136,8 @@ def solve_bandwidth(instance: BandwidthInstance, method: str = "auto", tol: floa
     if room <= 1e-12 * inst.budget:
         b = np.array(inst.b_min)
         lip = float(np.max(inst.c / (b * b)))  # |f_n'| <= c_n/b² where f_n decreases
-        bound = bandwidth_objective(inst, b) - room * lip - objective_rounding(
-            inst.w, inst.a, inst.c, b)[0]
+        obj, err, _ = objective_with_rounding(inst.w, inst.a, inst.c, b)
+        bound = obj - room * lip - err
         return _finish(inst, b, method, "optimal", 0, t0, bound, tol, {"budget_room": room})
     s = max(float(np.max(inst.w)), float(np.max(inst.c / inst.b_min)))
     if s > 0 and not (1e-50 <= s <= 1e50):
