@@ -93,10 +93,10 @@ CLUSTER_RTOL = 1e-4
 def _symmetric_relaxation(w, a, c, lo, hi, b1, b2):
     """Clusters of nearly identical nonconvex pairs (every parameter within
     :data:`CLUSTER_RTOL` relative, not all exactly equal), each replaced by one common
-    minorant of the same form: w' = max w, a' = min a, c' = min c on the union box [min lo, max hi]. Then
-    −w' e^{−a'b} + c'/b <= f_n(b) for every member and every b, so the relaxed problem's
-    optimum is <= that of (16). Returns the relaxed arrays, or None when no cluster has
-    inexact copies."""
+    minorant of the same form: w' = max w, a' = min a, c' = min c on the union box
+    [min lo, max hi]. Then −w' e^{−a'b} + c'/b <= f_n(b) for every member and every b, so the
+    relaxed problem's optimum is <= that of (16). Returns the relaxed arrays, or None when no
+    cluster has inexact copies."""
     nc = np.flatnonzero(np.isfinite(b1) | np.isfinite(b2))
     if nc.size < 2:
         return None
@@ -196,6 +196,8 @@ def _bnb(w, a, c, lo0, hi0, budget: float, tol: float, time_limit: float, max_no
     open_keys = [k for k, _, _, _ in heap]
     bound = min(leaves + open_keys) if (leaves or open_keys) else ub
     bound = min(bound, ub - ub_err)
+    if status == "error":
+        bound = -math.inf  # nothing this search computed is a certificate any more
     extras = {"nu": root_nu, "root_gap": root_gap, "nodes": nodes,
               "dual_gap_before_branching": bool(root_gap is not None and root_gap > tol)}
     if message:
