@@ -143,9 +143,16 @@ def escape(sys_: RoundSystem, x: np.ndarray, p: np.ndarray, b: np.ndarray,
     g = 2.0 / sys_.alpha
 
     def lagr(sl, pk, bb):  # pairs sl at powers pk (n, G) and bandwidths bb (n, G or 1, H)
-        q = (np.exp(-Kap[sl, None] * pk ** (-g))[:, :, None]
-             * np.exp(-(A[sl, None] / pk)[:, :, None] * bb))
-        return W[sl, None, None] * (1 - q) + (Sm[sl, None] * pk)[:, :, None] / bb + nu * bb
+        # W (1 − q) + ρ p S/(b R) + ν b with q of (15); the same operations as the plain
+        # expression, in place on one (n, G, H) buffer (no temporaries of that size)
+        out = np.multiply(-(A[sl, None] / pk)[:, :, None], bb)
+        np.exp(out, out=out)
+        np.multiply(np.exp(-Kap[sl, None] * pk ** (-g))[:, :, None], out, out=out)  # q
+        np.subtract(1, out, out=out)
+        np.multiply(W[sl, None, None], out, out=out)
+        out += (Sm[sl, None] * pk)[:, :, None] / bb
+        out += nu * bb
+        return out
 
     allp = slice(None)
     cur = lagr(allp, p[ks][:, None], bn[:, None, None])[:, 0, 0]
