@@ -59,7 +59,7 @@ def bcd(sys_: RoundSystem, x: np.ndarray, p0: np.ndarray | None, opts: RoundOpti
     for _ in range(opts.escapes):
         if best[4] is None:
             break
-        moves = escape(sys_, x, best[0], best[1], ranked=True)
+        moves = escape(sys_, x, best[0], best[1], ranked=True, objective=best[2])
         if moves is None:
             break
         p_all, ranked = moves
@@ -115,15 +115,18 @@ def bcd_once(sys_: RoundSystem, x: np.ndarray, p0, opts: RoundOptions,
         obj = min(obj, new)
         if done:
             break
-    return p, b, sys_.objective(x, p, b), it, bw
+    # obj is already the objective at the kept (p, b), except for "max" (p kept regardless)
+    return p, b, sys_.objective(x, p, b) if opts.power_method == "max" else obj, it, bw
 
 def escape(sys_: RoundSystem, x: np.ndarray, p: np.ndarray, b: np.ndarray,
-           n_grid: int | None = None, every: bool = False, ranked: bool = False):
+           n_grid: int | None = None, every: bool = False, ranked: bool = False,
+           objective: float | None = None):
     """Per-UE joint (p_k, b_k) moves that BCD cannot see. With the bandwidth price
     ν = −f_n'(b_n) of (17) at the current point (0 if the band is slack), UE k's share of
     the Lagrangian, Σ_m [ω Γ (1 − q(p, b_m)) + ρ p S_m/(b_m R) + ν b_m], is minimised on a
     log grid of p and of each b_m; UEs whose grid minimum beats their current value get
-    the grid's p. Returns the new p (K,) (with ``ranked``: and the moving UEs by gain,
+    the grid's p (``objective``: the round objective at (p, b) if known, else it is
+    computed). Returns the new p (K,) (with ``ranked``: and the moving UEs by gain,
     largest first) or None when no UE can improve."""
     K, M = x.shape
     R = sys_.rate_per_b
@@ -172,10 +175,13 @@ def escape(sys_: RoundSystem, x: np.ndarray, p: np.ndarray, b: np.ndarray,
     np.add.at(now, ks, cur)
     j = np.argmin(tot, axis=1)
     gain = now - tot[np.arange(K), j]
-    scale = max(abs(sys_.objective(x, p, b)), 1e-300)
-    move = x.any(axis=1) & (gain > 1e-7 * scale)  # well below the 1e-5 that matters
     if every:  # the grid's p for every UE (an initial point, not an escape)
         move = x.any(axis=1)
+    else:
+        if objective is None:
+            objective = sys_.objective(x, p, b)
+        scale = max(abs(objective), 1e-300)
+        move = x.any(axis=1) & (gain > 1e-7 * scale)  # well below the 1e-5 that matters
     if not move.any():
         return None
     out = p.copy()
