@@ -1,6 +1,7 @@
 """Canonical subproblem instances (``../shared/instances/README.md``).
 
-Two frozen dataclasses hold the subproblems that every solver works on:
+Two frozen dataclasses hold the subproblems that every solver works on (the per-round
+problem (7) is :class:`fedopt.round_instance.RoundInstance`, also read by :func:`load_instance`):
 
 * :class:`BandwidthInstance`, eq. (16) after MODEL.md's substitutions::
 
@@ -23,11 +24,14 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import InfeasibleError, InstanceError
+
+if TYPE_CHECKING:
+    from .round_instance import RoundInstance
 
 __all__ = [
     "BandwidthInstance",
@@ -421,8 +425,9 @@ def _reject_constant(name: str) -> float:
 
 
 def load_instance(text_or_path: str | Path, problem: str | None = None
-                  ) -> BandwidthInstance | PowerInstance:
-    """Read a canonical instance from a JSON file or string; ``problem`` checks its kind."""
+                  ) -> BandwidthInstance | PowerInstance | RoundInstance:
+    """Read a canonical instance from a JSON file or string; ``problem`` checks its kind
+    (``bandwidth``, ``power`` or ``round``: :class:`fedopt.round_instance.RoundInstance`)."""
     data = _read_json(text_or_path)
     kind = data.get("problem", problem)
     if problem is not None and kind != problem:
@@ -431,7 +436,11 @@ def load_instance(text_or_path: str | Path, problem: str | None = None
         return BandwidthInstance.from_dict(data)
     if kind == "power":
         return PowerInstance.from_dict(data)
-    raise InstanceError(f"'problem' must be 'bandwidth' or 'power', got {kind!r}")
+    if kind == "round":
+        from .round_instance import RoundInstance
+
+        return RoundInstance.from_dict(data)
+    raise InstanceError(f"'problem' must be 'bandwidth', 'power' or 'round', got {kind!r}")
 
 
 # --- builders from a system state -------------------------------------------------------------

@@ -112,12 +112,12 @@ def certify(objective: float, bound: float | None, rounding: float, scale: float
 
 @dataclass(frozen=True)
 class Solution:
-    """Result of a bandwidth (16) or power (21) solve, in the spirit of ``OptimizeResult``.
+    """Result of a bandwidth (16), power (21) or round (7) solve, in the spirit of ``OptimizeResult``.
 
     Attributes
     ----------
     x : b with shape (N,) for bandwidth; p (a float) for one UE's power; p with shape (K,)
-        for a batch.
+        for a batch; a :class:`~fedopt.solvers.round.RoundPoint` (x, p, b) for a round (7).
     objective : the canonical objective at ``x`` re-evaluated exactly (fsum), or ``nan``.
     status : one of :data:`STATUSES`. ``optimal`` only with a certified gap <= tol.
     method : the method that produced ``x``.
@@ -163,9 +163,16 @@ class Solution:
         return self.x
 
     def to_dict(self, alias: str | None = None) -> dict:
-        """JSON-ready dict with the keys the CLI promises (plus ``alias`` for x)."""
-        x = np.asarray(self.x, dtype=float)
-        xs = x.tolist()
+        """JSON-ready dict with the keys the CLI promises (plus ``alias`` for x).
+
+        A round solution's x (a :class:`~fedopt.solvers.round.RoundPoint`) is the object
+        ``{"x": K×M 0/1, "p": (K,), "b": K×M}`` of nested lists."""
+        if all(hasattr(self.x, k) for k in ("x", "p", "b")):  # a RoundPoint (no import cycle)
+            xs = {"x": np.asarray(self.x.x, dtype=int).tolist(),
+                  "p": np.asarray(self.x.p, dtype=float).tolist(),
+                  "b": np.asarray(self.x.b, dtype=float).tolist()}
+        else:
+            xs = np.asarray(self.x, dtype=float).tolist()
         out = {
             "objective": _num(self.objective),
             "x": xs,

@@ -31,7 +31,8 @@ SEEDS = {p.stem: json.loads(p.read_text()) for p in sorted((ROOT / "experiments"
 EXAMPLES = int(os.environ.get("FEDOPT_FUZZ_EXAMPLES", "100"))
 RECORD = os.environ.get("FEDOPT_FUZZ_RECORD")
 HANG_SECONDS = 20  # the watchdog: an answer takes well under a second at --time-limit 1
-METHODS = {"bandwidth": ["auto", "auto", "alg1", "lambertw"], "power": ["auto", "auto", "bounded", "max"]}
+METHODS = {"bandwidth": ["auto", "auto", "alg1", "lambertw"], "power": ["auto", "auto", "bounded", "max"],
+           "round": ["bcd", "joint"]}
 
 _NAN_TOKEN = object()  # written as the bare JSON token NaN (Python's json accepts it)
 WEIRD = [True, False, None, "1.0", "NaN", "inf", "-Infinity", "", "abc", [], {}, [[1.0]],

@@ -56,7 +56,7 @@ def test_power_json_round_trip_is_exact(WA, kappa, alpha, C, p_min, spread):
 
 def test_shared_examples_load():
     paths = sorted(SHARED.glob("*.json"))
-    assert len(paths) == 6
+    assert len(paths) == 8  # bandwidth 4, power 2, round 2
     for path in paths:
         inst = load_instance(path)
         assert inst.to_dict()["problem"] in path.name

@@ -108,6 +108,12 @@ MALFORMED = {
     "power_missing": ("power", _bad(GOOD_PW, kappa=KeyError), "missing key 'kappa'"),
     "power_negative_W": ("power", _bad(GOOD_PW, W=[-0.2, 0.3]), "'W[0]'"),
     "power_pmin_above_pmax": ("power", _bad(GOOD_PW, p_min=0.5), "exceeds 'p_max'"),
+    "round_missing": ("round", '{"problem": "round", "a": [1.0]}', "missing key 'kappa'"),
+    "round_bad_b_min": ("round", '{"problem": "round", "a": [0.1], "kappa": [0.1], '
+                        '"omega": [1], "S": [1e6], "b_min": [[-0.1]], "E_cmp": [[0]], '
+                        '"Delta": [[0]], "Gamma": [[1]], "rho": 1, "B": 1e6, "theta": 1, '
+                        '"alpha": 3.5, "P_min": 0.001, "P_max": 0.2, "M_max": 1}',
+                        "'b_min[0][0]' = -0.1"),
     "power_nan": ("power", '{"problem": "power", "W": [0.2], "A": [0.1], "kappa": NaN, '
                   '"alpha": 3.5, "C": 1, "p_min": 0.001, "p_max": 0.2}', "NaN"),
 }
@@ -160,3 +166,71 @@ def test_missing_file_and_bad_method(tmp_path, capsys):
                "--method", "cvxpy")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "every term convex" in r.stderr
+
+
+# --- fedopt solve round (7) ---------------------------------------------------------------------
+
+ROUND_CASES = [(p, m) for p in shared_examples("round_example") for m in ("bcd", "joint")] + [
+    (p, "scip") for p in shared_examples("round_example_0")]
+
+
+@pytest.mark.parametrize("path, method", ROUND_CASES, ids=lambda v: getattr(v, "stem", v))
+def test_solve_round_feasible_and_above_scip_bound(path, method, capsys):
+    """Feasible for (7), objective = RoundSystem.objective at the point, never below SCIP's
+    stored dual bound (an independent reference)."""
+    import math
+
+    import numpy as np
+
+    from fedopt.instances import load_instance
+
+    r = fedopt_inproc(capsys, "solve", "round", str(path), "--method", method, "--json",
+                      "--time-limit", "20")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 1
+    out = json.loads(lines[0])
+    assert KEYS == set(out) and out["method"] == method
+    assert set(out["x"]) == {"x", "p", "b"}
+    inst = load_instance(path)
+    x = np.array(out["x"]["x"])
+    p = np.array(out["x"]["p"], float)
+    b = np.array(out["x"]["b"], float)
+    assert x.shape == b.shape == (inst.K, inst.M) and p.shape == (inst.K,)
+    on = x > 0
+    assert set(np.unique(x)) <= {0, 1}
+    if method == "bcd":
+        np.testing.assert_array_equal(x, inst.x)
+    assert (on.sum(axis=1) <= inst.M_max).all()  # (7b)
+    assert not (on & ~np.isfinite(inst.b_min)).any()  # (7c)
+    assert (b[on] >= inst.b_min[on]).all() and (b[on] <= 1).all()  # (7d)
+    assert math.fsum(b[on]) <= 1 + 1e-12
+    used = on.any(axis=1)
+    assert (p[used] >= inst.P_min).all() and (p[used] <= inst.P_max).all()  # (7e)
+    assert on.sum() >= inst.floor
+    assert out["status"] in ("optimal", "feasible", "time_limit")
+    obj = inst.system().objective(x, p, b)
+    assert out["objective"] == pytest.approx(obj, rel=1e-12)
+    ref = json.loads(path.read_text())["reference"]
+    assert out["objective"] >= ref["scip_bound"] * (1 - 1e-6)
+    if method == "bcd":
+        assert out["objective"] <= ref["bcd_objective"] * (1 + 1e-6)
+
+
+def test_solve_round_table_and_bad_method(tmp_path, capsys):
+    path = shared_examples("round_example_0")[0]
+    r = fedopt_inproc(capsys, "solve", "round", str(path))
+    assert r.returncode == 0, r.stderr
+    assert "joint" in r.stdout and "pairs (k,m)" in r.stdout
+    r = fedopt_inproc(capsys, "solve", "round", str(path), "--method", "auto")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "does not apply to round" in r.stderr
+    data = json.loads(path.read_text())
+    data.pop("x")
+    f = tmp_path / "no_x.json"
+    f.write_text(json.dumps(data))
+    r = fedopt_inproc(capsys, "solve", "round", str(f), "--method", "bcd")
+    assert r.returncode == 2 and "needs the switching 'x'" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = fedopt_inproc(capsys, "solve", "round", str(shared_examples("power")[0]))
+    assert r.returncode == 2 and "expected 'round'" in r.stderr
