@@ -35,6 +35,11 @@ def is_installed() -> bool:
     return importlib.util.find_spec("pyscipopt") is not None
 
 
+#: SCIP prints nothing: its log goes through a pipe in this process, and a long log filled
+#: it and stalled the solve (the K = 8 round model hung at ~20 s without a terminal)
+QUIET = {"display/verblevel": 0}
+
+
 def solve_model(model, variables: list, time_limit: float, rel_gap: float = 1e-10,
                 options: dict | None = None) -> dict[str, Any]:
     """Solve ``model`` with SCIP. Returns a dict with the values of ``variables`` (or None),
@@ -47,7 +52,7 @@ def solve_model(model, variables: list, time_limit: float, rel_gap: float = 1e-1
     try:
         res = solver.solve(
             model, time_limit=float(time_limit), rel_gap=rel_gap, load_solutions=False,
-            raise_exception_on_nonoptimal_result=False, solver_options=dict(options or {}),
+            raise_exception_on_nonoptimal_result=False, solver_options={**QUIET, **(options or {})},
         )
     except Exception as exc:  # solver trouble is a status, not an exception
         return {"values": None, "status": "error", "native": f"{type(exc).__name__}: {exc}",

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._scip import QUIET
+
 __all__ = ["ScipRoundResult", "solve_round_scip", "STATUS_MAP", "exact_feasible"]
 
 # SCIP's native status -> the house vocabulary of fedopt.solvers
@@ -88,7 +90,7 @@ def solve_round_scip(sys_, M_max: int, *, x_fixed=None, available=None, floor=No
     opt = ScipDirect()
     res = opt.solve(mdl, time_limit=time_limit, rel_gap=rel_gap,
                     raise_exception_on_nonoptimal_result=False, load_solutions=False,
-                    solver_options=dict(options or {}))
+                    solver_options={**QUIET, **(options or {})})
     secs = time.perf_counter() - t0
     native = _native_status(res)
     status = STATUS_MAP.get(native, "error")
