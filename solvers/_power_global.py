@@ -193,24 +193,19 @@ def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 4, max_depth: i
             break
         if not undecided.any():
             break
+        c = arr.compress(undecided, axis=1)
         kc = kcell[undecided]
-        nu_ = kc.size
-        # split every undecided cell at its midpoint: left halves, then right halves, both
-        # copied straight into the next level's array
-        nxt = np.empty((R, 2 * nu_))
-        left, c = nxt[:, :nu_], nxt[:, nu_:]
-        np.compress(undecided, arr, axis=1, out=left)
-        c[...] = left
         sm = 0.5 * (c[idx["sa"]] + c[idx["sb"]])
         Xm, Ym, Xpm, Cm, Fm, Dm = d.at(kc, sm)
         cand_k.append(kc)
         cand_s.append(sm)
         cand_F.append(Fm)
+        left = c.copy()
         left[idx["sb"]], left[idx["Cb"]], left[idx["Fb"]], left[idx["Db"]] = sm, Cm, Fm, Dm
         left[idx["Xb"]], left[idx["Yb"]], left[idx["Xpb"]] = Xm, Ym, Xpm
         c[idx["sa"]], c[idx["Ca"]], c[idx["Fa"]], c[idx["Da"]] = sm, Cm, Fm, Dm
         c[idx["Xa"]], c[idx["Ya"]], c[idx["Xpa"]] = Xm, Ym, Xpm
-        arr = nxt
+        arr = np.concatenate([left, c], axis=1)
         n_cells += arr.shape[1]
     # Newton in each convex cell with a sign change
     if convex_cells:
