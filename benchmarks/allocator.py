@@ -12,8 +12,9 @@
    K = 1e4, < 1 s at K = 1e5). ``--only-scale`` runs this part alone.
    Measured on a 2-core container (one process, same states, before = c930c27's
    solvers/_power_global.py and solvers/_round_bcd.py, identical Allocations):
-   K = 1e4: 0.328 -> 0.249 s median wall (0.326 -> 0.249 s cpu);
-   K = 1e5: 3.78 -> 2.79 s median wall (3.76 -> 2.77 s cpu). Both goals still missed: the
+   K = 1e4: 0.358 -> 0.264 s median wall (0.358 -> 0.264 s cpu), round 0 0.78 -> 0.51 s;
+   K = 1e5: 4.08 -> 2.86 s median wall (4.08 -> 2.86 s cpu), round 0 7.0 -> 4.1 s (3 rounds,
+   noisy: an earlier run gave 0.33 -> 0.25 and 3.78 -> 2.79 s). Both goals still missed: the
    time is the exponentials of the certified power grid (21), BCD's escape grid and the
    bandwidth oracle (16), not Python overhead.
 3. SCIP's MINLP (7) on K = 3, 5, 8, ... until it stops proving optimality on every one of
