@@ -33,7 +33,7 @@ from ..costs import RoundSystem
 from ..errors import InstanceError
 from ._round_bcd import RoundOptions, bcd
 from ._round_joint import joint, repair
-from ._solution import Solution, relative_gap
+from ._solution import Solution, quiet, relative_gap
 
 __all__ = ["ROUND_METHODS", "RoundPoint", "solve_round", "repair_switching"]
 
@@ -57,6 +57,7 @@ class RoundPoint:
     b: np.ndarray
 
 
+@quiet
 def solve_round(system: RoundSystem, M_max: int, *, floor: int = 0, method: str = "bcd",
                 x=None, available=None, costs=None, p0=None,
                 power_method: str | None = None, bandwidth_method: str | None = None,
