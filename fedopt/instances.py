@@ -49,7 +49,8 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
 
 
-def _array(name: str, value: Any, n: int | None = None) -> np.ndarray:
+def _array(name: str, value: Any, n: int | None = None, of: str = "w") -> np.ndarray:
+    """A flat list (or numeric array) of finite numbers, of length ``n`` (that of ``of``)."""
     if isinstance(value, np.ndarray):
         if value.dtype.kind not in "iuf":
             raise InstanceError(f"'{name}' must hold numbers, got an array of {value.dtype}")
@@ -66,7 +67,8 @@ def _array(name: str, value: Any, n: int | None = None) -> np.ndarray:
     if arr.ndim != 1:
         raise InstanceError(f"'{name}' must be a flat list, got shape {arr.shape}")
     if n is not None and arr.shape[0] != n:
-        raise InstanceError(f"'{name}' has length {arr.shape[0]}, expected {n} (the length of 'w')")
+        raise InstanceError(f"'{name}' has length {arr.shape[0]}, expected {n} (the length of "
+                            f"'{of}')")
     bad = np.flatnonzero(~np.isfinite(arr))
     if bad.size:
         raise InstanceError(f"'{name}[{bad[0]}]' is {arr[bad[0]]}; every value must be finite")
@@ -97,8 +99,30 @@ def _readonly(arr: np.ndarray) -> np.ndarray:
     return arr
 
 
+class JsonInstance:
+    """JSON in and out for the canonical instances: a subclass supplies ``to_dict`` and
+    ``from_dict``."""
+
+    def to_dict(self) -> dict:
+        raise NotImplementedError
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        raise NotImplementedError
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=1)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_json(cls, text_or_path: str | Path):
+        return cls.from_dict(_read_json(text_or_path))
+
+
 @dataclass(frozen=True, eq=False)
-class BandwidthInstance:
+class BandwidthInstance(JsonInstance):
     """Bandwidth subproblem (16) in canonical form. Arrays have shape (N,).
 
     ``w`` = ω_k Γ_n e^{-κ_k p_k^{-2/α}}, ``a`` = a_k / p_k, ``c`` = ρ p_k S_m / (B log2(1+θ)),
@@ -215,19 +239,10 @@ class BandwidthInstance:
             budget=data.get("budget", 1.0),
         )
 
-    def to_json(self, path: str | Path | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=1)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
-
-    @classmethod
-    def from_json(cls, text_or_path: str | Path) -> BandwidthInstance:
-        return cls.from_dict(_read_json(text_or_path))
 
 
 @dataclass(frozen=True, eq=False)
-class PowerInstance:
+class PowerInstance(JsonInstance):
     """One UE's power subproblem (21) in canonical form. ``W``, ``A`` have shape (M_k,).
 
     ``W_m`` = ω_k Γ_{k,m}, ``A_m`` = a_k b_{k,m}, ``C`` = ρ Σ_m S_m / (b_{k,m} B log2(1+θ)).
@@ -305,15 +320,6 @@ class PowerInstance:
                 raise InstanceError(f"missing key '{key}' in power instance")
         return cls(**{k: data[k] for k in ("W", "A", "kappa", "alpha", "C", "p_min", "p_max")})
 
-    def to_json(self, path: str | Path | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=1)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
-
-    @classmethod
-    def from_json(cls, text_or_path: str | Path) -> PowerInstance:
-        return cls.from_dict(_read_json(text_or_path))
 
 
 @dataclass(frozen=True, eq=False)

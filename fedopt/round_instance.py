@@ -28,17 +28,15 @@ JSON keys, symbols and shapes (MODEL.md (4), (7), (13)-(15))::
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 
 from .costs import RoundSystem
 from .errors import InstanceError
-from .instances import _is_number, _read_json, _readonly, _scalar
+from .instances import JsonInstance, _array, _is_number, _nonneg, _readonly, _scalar
 
 __all__ = ["RoundInstance"]
 
@@ -50,17 +48,9 @@ _REQUIRED = ("a", "kappa", "omega", "S", *_MATRICES, *_SCALARS, "M_max")
 
 def _vector(name: str, value: Any, n: int | None, of: str) -> np.ndarray:
     """A flat list of finite numbers >= 0 of length ``n`` (the length of ``of``)."""
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    if not isinstance(value, (list, tuple)):
-        raise InstanceError(f"'{name}' must be a list of numbers, got {type(value).__name__}")
-    if n is not None and len(value) != n:
-        raise InstanceError(f"'{name}' has length {len(value)}, expected {n} (the length of "
-                            f"'{of}')")
-    out = np.empty(len(value))
-    for i, v in enumerate(value):
-        out[i] = _number(f"{name}[{i}]", v)
-    return out
+    arr = _array(name, value, n, of)
+    _nonneg(name, arr)
+    return arr
 
 
 def _number(where: str, v: Any, allow_null: bool = False) -> float:
@@ -110,7 +100,7 @@ def _count(name: str, value: Any, lo: int) -> int:
 
 
 @dataclass(frozen=True, eq=False)
-class RoundInstance:
+class RoundInstance(JsonInstance):
     """One round of (7) in canonical form (keys, symbols and shapes: the module docstring).
 
     Arrays are read-only floats; ``b_min`` holds inf where a pair misses the deadline (null in
@@ -202,20 +192,14 @@ class RoundInstance:
 
     def system(self) -> RoundSystem:
         """The round's coefficients as a :class:`~fedopt.costs.RoundSystem`."""
-        return RoundSystem(a=self.a, kappa=self.kappa, omega=self.omega, S=self.S,
-                           b_min=self.b_min, E_cmp=self.E_cmp, Delta=self.Delta,
-                           Gamma=self.Gamma, rho=self.rho, B=self.B, theta=self.theta,
-                           alpha=self.alpha, P_min=self.P_min, P_max=self.P_max)
+        return RoundSystem(**{f.name: getattr(self, f.name) for f in fields(RoundSystem)})
 
     @classmethod
     def from_system(cls, system: RoundSystem, M_max: int, floor: int = 0,
                     x=None) -> RoundInstance:
         """The instance of ``system`` (validated like a file)."""
-        return cls(a=system.a, kappa=system.kappa, omega=system.omega, S=system.S,
-                   b_min=system.b_min, E_cmp=system.E_cmp, Delta=system.Delta,
-                   Gamma=system.Gamma, rho=system.rho, B=system.B, theta=system.theta,
-                   alpha=system.alpha, P_min=system.P_min, P_max=system.P_max, M_max=M_max,
-                   floor=floor, x=x)
+        return cls(**{f.name: getattr(system, f.name) for f in fields(RoundSystem)},
+                   M_max=M_max, floor=floor, x=x)
 
     def to_dict(self) -> dict:
         out: dict = {"problem": "round"}
@@ -243,12 +227,3 @@ class RoundInstance:
         return cls(**{k: data[k] for k in _REQUIRED}, floor=data.get("floor", 0),
                    x=data.get("x"))
 
-    def to_json(self, path: str | Path | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=1)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
-
-    @classmethod
-    def from_json(cls, text_or_path: str | Path) -> RoundInstance:
-        return cls.from_dict(_read_json(text_or_path))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import math
 import signal
+import statistics
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -104,6 +105,23 @@ def _run_auto(row: dict, solve, watchdog: float):
         return None
 
 
+def _conclude(row: dict, sol, ref, feasible: bool, exact_objective) -> dict:
+    """The row's verdict: the reference alone when the solver raised; otherwise the solver's
+    point against the reference (its exact objective only when the point is feasible; an
+    infeasible point labelled optimal is a finding)."""
+    if sol is None:
+        row.update(reference=ref.objective, reference_lb=ref.lower_bound,
+                   point_violation=False, bound_violation=False, objective_off=False,
+                   reference_lb_broken=False)
+        return row
+    exact = exact_objective() if feasible else None
+    if not feasible and sol.status == "optimal":
+        row["exception"] = "infeasible point labelled optimal"
+    row.update(status=sol.status, objective=sol.objective, bound=sol.bound, gap=sol.gap,
+               seconds=sol.seconds)
+    return _judge(row, sol, exact, ref)
+
+
 def audit_bandwidth(inst: BandwidthInstance, time_limit: float = 10.0,
                     watchdog: float | None = None, grid: int = 1024) -> dict:
     """Run ``solve_bandwidth(inst, "auto")`` and the reference; one result row (no ids)."""
@@ -117,19 +135,8 @@ def audit_bandwidth(inst: BandwidthInstance, time_limit: float = 10.0,
     x0 = None if sol is None else sol.x
     ref = bandwidth_reference(inst, x0, grid=grid)
     row["reference_seconds"] = time.perf_counter() - t1
-    if sol is None:
-        row.update(reference=ref.objective, reference_lb=ref.lower_bound,
-                   point_violation=False, bound_violation=False, objective_off=False,
-                   reference_lb_broken=False)
-        return row
-    exact = None
-    if inst.violation(sol.x) == 0.0:
-        exact = exact_bandwidth_objective(inst, sol.x)
-    elif sol.status == "optimal":
-        row["exception"] = "infeasible point labelled optimal"
-    row.update(status=sol.status, objective=sol.objective, bound=sol.bound, gap=sol.gap,
-               seconds=sol.seconds)
-    return _judge(row, sol, exact, ref)
+    feasible = sol is not None and inst.violation(sol.x) == 0.0
+    return _conclude(row, sol, ref, feasible, lambda: exact_bandwidth_objective(inst, sol.x))
 
 
 #: the power reference's log grid in ``fedopt validate`` (each cell that could hold the
@@ -152,27 +159,14 @@ def audit_power(inst: PowerInstance, time_limit: float = 10.0, watchdog: float |
     m = max(int(inst.W.size), 1)
     ref = power_reference(inst, p0, points=min(points, max(100_000, 4_000_000 // m)))
     row["reference_seconds"] = time.perf_counter() - t1
-    if sol is None:
-        row.update(reference=ref.objective, reference_lb=ref.lower_bound,
-                   point_violation=False, bound_violation=False, objective_off=False,
-                   reference_lb_broken=False)
-        return row
-    exact = None
-    if math.isfinite(p0) and inst.violation(p0) == 0.0:
-        exact = exact_power_objective(inst, p0)
-    elif sol.status == "optimal":
-        row["exception"] = "infeasible point labelled optimal"
-    row.update(status=sol.status, objective=sol.objective, bound=sol.bound, gap=sol.gap,
-               seconds=sol.seconds)
-    return _judge(row, sol, exact, ref)
+    feasible = sol is not None and math.isfinite(p0) and inst.violation(p0) == 0.0
+    return _conclude(row, sol, ref, feasible, lambda: exact_power_objective(inst, p0))
 
 
-def _median(xs: list[float]) -> float:
-    xs = sorted(x for x in xs if x is not None and math.isfinite(x))
-    if not xs:
-        return math.nan
-    n = len(xs)
-    return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
+def _median(xs: list) -> float:
+    """Median of the finite values (NaN when there are none)."""
+    xs = [x for x in xs if x is not None and math.isfinite(x)]
+    return statistics.median(xs) if xs else math.nan
 
 
 def table(rows: list[dict], families: tuple[str, ...]) -> str:
