@@ -79,7 +79,9 @@ def load_encoder(model: str | os.PathLike | None):
     hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
-        encoder = AutoModel.from_pretrained(name)
+        # fp32 master weights whatever the checkpoint stores (transformers 5 loads dtype="auto",
+        # so an fp16 copy of a model would otherwise train in fp16); compute dtype is autocast's.
+        encoder = AutoModel.from_pretrained(name, dtype=torch.float32)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"model: cannot load {name!r}: {first}") from None
