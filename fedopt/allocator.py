@@ -330,6 +330,7 @@ class RoundAllocator:
         u_est, _, E_est = sys_.costs(p_nom, b_nom)
         u_est = np.where(np.isfinite(u_est), u_est, 0.0)  # infeasible pairs are masked anyway
         E_est = np.where(np.isfinite(E_est), E_est, 0.0)
+        u_est = self._cold_start(u_est, E_est, sys_)
 
         # step 3: switching
         if self.joint:
@@ -363,7 +364,11 @@ class RoundAllocator:
             status = "stranded_ues"
         if dropped:
             status = "repaired" if status == "feasible" else status
+        why_empty = None if x.any() else self._why_empty(available, feasible, dropped)
+        if why_empty is not None:
+            status = "empty_schedule"
         extras = {
+            "message": why_empty,
             "stranded": np.flatnonzero(stranded).tolist(),
             "dropped": dropped,
             "bandwidth_status": None if bw is None else bw.status,
@@ -379,6 +384,30 @@ class RoundAllocator:
         )
 
     # --- pieces --------------------------------------------------------------------------------
+
+    def _cold_start(self, u_est: np.ndarray, E_est: np.ndarray, sys_: RoundSystem) -> np.ndarray:
+        """Price every never-measured pair optimistically (MODEL-NOTES, "cold start"):
+        u = −ρE − ω_k Γ_max, i.e. Δ = 0, q = 1, Γ the largest Γ measured so far (0 if none),
+        and its energy counted as a gain, so a round with no measurements still schedules
+        up to the participation floor. A measurement replaces it."""
+        unseen = np.asarray(self.estimator["measured_at"]) < 0
+        if not unseen.any():
+            return u_est
+        gamma_max = float(np.max(sys_.Gamma[~unseen], initial=0.0))
+        optimistic = -sys_.rho * E_est - np.asarray(sys_.omega)[:, None] * gamma_max
+        return np.where(unseen, optimistic, u_est)
+
+    def _why_empty(self, available: np.ndarray, feasible: np.ndarray, dropped: list) -> str:
+        """One line saying why this round schedules nobody (``status`` 'empty_schedule')."""
+        if not available.any():
+            return "no UE is available"
+        if not feasible.any():
+            return (f"no available UE can meet the deadline T_max = {self.config.T_max:g} s "
+                    f"with any module")
+        if dropped:
+            return "every scheduled pair was dropped to fit the band (Σ b^min > 1)"
+        return ("the policy scheduled no pair: every estimated cost u (8) is positive (energy "
+                "outweighs the measured risk reduction) and the floor (7f) is long-term")
 
     @staticmethod
     def repair(x: np.ndarray, b_min: np.ndarray, costs: np.ndarray, budget: float = 1.0
