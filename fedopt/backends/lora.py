@@ -68,6 +68,12 @@ class LoraOptions:
     test_fraction: float = 0.3  # dev-only tasks (QNLI here): share of dev held out for test
     max_test: int = 0  # 0: the whole test split; else a seeded stratified subsample
     threads: int = 0  # torch threads; 0: leave torch's default
+    local_optimizer: str = "sgd"  # sgd: the paper's gradient descent | adamw (torch.optim.AdamW)
+    optimizer_state: str = "reset"  # adamw: reset (fresh each local update) | keep (per UE, module)
+    adamw_beta1: float = 0.9
+    adamw_beta2: float = 0.999
+    adamw_eps: float = 1e-8
+    weight_decay: float = 0.0  # AdamW's decoupled weight decay (adamw only)
     seed: int = 0
     progress: bool = True
 
@@ -87,6 +93,20 @@ class LoraOptions:
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ConfigError(f"{key}: must be an integer >= 0, got {v!r}")
+        if self.local_optimizer not in ("sgd", "adamw"):
+            raise ConfigError(f"local_optimizer: must be 'sgd' or 'adamw', got {self.local_optimizer!r}")
+        if self.optimizer_state not in ("reset", "keep"):
+            raise ConfigError(f"optimizer_state: must be 'reset' or 'keep', got {self.optimizer_state!r}")
+        for key, ok, what in (("adamw_beta1", lambda v: 0 <= v < 1, "in [0, 1)"),
+                              ("adamw_beta2", lambda v: 0 <= v < 1, "in [0, 1)"),
+                              ("adamw_eps", lambda v: v > 0, "> 0"),
+                              ("weight_decay", lambda v: v >= 0, ">= 0")):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not ok(v):
+                raise ConfigError(f"{key}: must be a finite number {what}, got {v!r}")
+        if self.local_optimizer == "sgd" and self.weight_decay:
+            raise ConfigError("weight_decay: applies to local_optimizer: adamw only (sgd is the "
+                              "paper's plain gradient descent)")
         if isinstance(self.target_modules, str):
             object.__setattr__(self, "target_modules", (self.target_modules,))
         elif self.target_modules is not None:
@@ -108,6 +128,15 @@ class LoraOptions:
         d = asdict(self)
         d["target_modules"] = None if self.target_modules is None else list(self.target_modules)
         return d
+
+
+def _tensor(value):
+    """A float32 torch tensor of a numpy array (parameters) or a tensor (optimizer moments)."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.float()
+    return torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
 
 
 @dataclass
@@ -175,6 +204,7 @@ class LoraBackend:
         self.default_targets = self._default_targets()
         self._check_targets(self.default_targets)
         self.specs: list[ModuleSpec] | None = None
+        self._optim: dict[tuple[int, int], dict] = {}  # (k, m) -> kept AdamW state (keep only)
 
     def _setup_data(self, train: TextData, test: TextData, sizes: np.ndarray) -> None:
         opts = self.options
@@ -384,7 +414,9 @@ class LoraBackend:
 
     # --- fast path --------------------------------------------------------------------------
 
-    def _stacks(self, modules: list[int], params: list[Params], requires_grad: bool):
+    def _stacks(self, modules: list[int], values: list[Params]):
+        """Pair p's tensors ``values[p]`` (module ``modules[p]``'s keys: its parameters, or an
+        optimizer moment of them) stacked over pairs, LoRA zero-padded to the largest rank."""
         import torch
 
         from .lora_batched import PairStacks
@@ -403,25 +435,24 @@ class LoraBackend:
             for p, m in users:
                 lay = self.layouts[m]
                 ka, kb = lay.lora[key]
-                A[p, :lay.rank] = torch.from_numpy(np.asarray(params[m][ka], np.float32))
-                B[p, :, :lay.rank] = torch.from_numpy(np.asarray(params[m][kb], np.float32))
+                A[p, :lay.rank] = _tensor(values[p][ka])
+                B[p, :, :lay.rank] = _tensor(values[p][kb])
                 scale[p] = lay.scaling
-            lora[key] = (A.requires_grad_(requires_grad), B.requires_grad_(requires_grad), scale)
-        W = torch.stack([torch.from_numpy(np.asarray(params[m][self.layouts[m].head[0]], np.float32))
-                         for m in modules])
-        b = torch.stack([torch.from_numpy(np.asarray(params[m][self.layouts[m].head[1]], np.float32))
-                         for m in modules])
-        return PairStacks(lora, (W.requires_grad_(requires_grad), b.requires_grad_(requires_grad)))
+            lora[key] = (A, B, scale)
+        W = torch.stack([_tensor(values[p][self.layouts[m].head[0]]) for p, m in enumerate(modules)])
+        b = torch.stack([_tensor(values[p][self.layouts[m].head[1]]) for p, m in enumerate(modules)])
+        return PairStacks(lora, (W, b))
 
-    def _unstack(self, stacks, p: int, m: int) -> Params:
+    def _unstack(self, stacks, p: int, m: int) -> dict:
+        """Pair p's slice of ``stacks`` under module m's keys (torch tensors, detached)."""
         lay = self.layouts[m]
         out = {}
         for key, (ka, kb) in lay.lora.items():
             A, B, _ = stacks.lora[key]
-            out[ka] = A[p, :lay.rank].detach().numpy().copy()
-            out[kb] = B[p, :, :lay.rank].detach().numpy().copy()
-        out[lay.head[0]] = stacks.head[0][p].detach().numpy().copy()
-        out[lay.head[1]] = stacks.head[1][p].detach().numpy().copy()
+            out[ka] = A[p, :lay.rank].detach()
+            out[kb] = B[p, :, :lay.rank].detach()
+        out[lay.head[0]] = stacks.head[0][p].detach()
+        out[lay.head[1]] = stacks.head[1][p].detach()
         return out
 
     def _fast_forward(self, data: _Data, rows: list[np.ndarray], stacks):
@@ -431,15 +462,35 @@ class LoraBackend:
         return self.top(hidden, mask, stacks)
 
     def _fast_logits(self, data: _Data, rows: list, modules: list[int], params: list[Params]):
-        stacks = self._stacks(modules, params, requires_grad=False)
+        stacks = self._stacks(modules, [params[m] for m in modules])
         return self._fast_forward(data, [np.asarray(r) for r in rows], stacks)
+
+    # --- local optimizer ----------------------------------------------------------------------
+
+    def _optimizer(self, leaves: list, lr: float):
+        """The local optimizer over ``leaves``: SGD (the paper's gradient descent) or AdamW."""
+        import torch
+
+        o = self.options
+        if o.local_optimizer == "sgd":
+            return torch.optim.SGD(leaves, lr=lr)
+        return torch.optim.AdamW(leaves, lr=lr, betas=(o.adamw_beta1, o.adamw_beta2),
+                                 eps=o.adamw_eps, weight_decay=o.weight_decay)
+
+    def _keeps_state(self) -> bool:
+        return self.options.local_optimizer == "adamw" and self.options.optimizer_state == "keep"
+
+    def _kept(self, k: int, m: int) -> dict | None:
+        """The AdamW state UE k keeps for module m (``optimizer_state: keep``), or None:
+        {"step": int, "exp_avg": {key: tensor}, "exp_avg_sq": {key: tensor}}."""
+        return self._optim.get((k, m)) if self._keeps_state() else None
 
     def _fast_train(self, pairs: PairBatch, params: list[Params], batches: list[np.ndarray],
                     steps: int, lr: float):
         import torch
         import torch.nn.functional as F
 
-        from .lora_batched import plan_groups
+        from .lora_batched import LeafGroups, plan_groups
 
         N = len(pairs)
         updates: list[Params] = [None] * N  # type: ignore[list-item]
@@ -449,14 +500,30 @@ class LoraBackend:
         for start in range(0, N, cap):
             sel = list(range(start, min(N, start + cap)))
             modules = [int(pairs.module[i]) for i in sel]
-            stacks = self._stacks(modules, params, requires_grad=True)
-            leaves = stacks.leaves()
+            ues = [int(pairs.ue[i]) for i in sel]
+            kept = [self._kept(k, m) for k, m in zip(ues, modules)]
+            counts = [0 if s is None else s["step"] for s in kept]
+            # one leaf group per kept step count (AdamW's bias correction is per tensor)
+            groups = [[p for p, c in enumerate(counts) if c == c0] for c0 in sorted(set(counts))]
+            leaves = LeafGroups(self._stacks(modules, [params[m] for m in modules]), groups)
+            opt = self._optimizer([t for g in leaves.leaves for t in g], lr) if steps else None
+            if any(counts):
+                moments = {name: self._stacks(modules, [s[name] if s else params[m] for s, m
+                                                        in zip(kept, modules)]).leaves()
+                           for name in ("exp_avg", "exp_avg_sq")}
+                for g, group in zip(leaves.groups, leaves.leaves):
+                    if counts[g[0]] == 0:
+                        continue
+                    ix = torch.as_tensor(g, dtype=torch.long)
+                    for j, leaf in enumerate(group):
+                        opt.state[leaf] = {"step": torch.tensor(float(counts[g[0]])),
+                                           "exp_avg": moments["exp_avg"][j][ix].clone(),
+                                           "exp_avg_sq": moments["exp_avg_sq"][j][ix].clone()}
             total = torch.zeros(len(sel), dtype=torch.float64)
             lengths = self.train.cache.lengths
             for s in range(max(steps, 1)):
                 rows = [batches[i][s] for i in sel]
-                for leaf in leaves:
-                    leaf.grad = None
+                stacks = leaves.stacks()
                 per = torch.zeros(len(sel), dtype=torch.float64)
                 longest = [int(lengths[r].max()) for r in rows]
                 for group in plan_groups(longest, self.options.batch if steps else len(rows[0])):
@@ -467,28 +534,33 @@ class LoraBackend:
                     lg.sum().backward()  # pairs are independent: each gets its own gradient
                     per[group] = lg.detach().double()
                 if s == 0:
-                    g2 = torch.zeros(len(sel), dtype=torch.float64)
-                    for leaf in leaves:
-                        g2 += leaf.grad.double().pow(2).flatten(1).sum(1)
-                    grad_sq[sel] = g2.numpy()
+                    grad_sq[sel] = leaves.grad_sq().numpy()
                 total += per
                 if steps == 0:
                     break
-                with torch.no_grad():
-                    for leaf in leaves:
-                        leaf.sub_(lr * leaf.grad)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
             loss[sel] = (total / max(steps, 1)).numpy()
             if steps:
+                final = leaves.stacks()
+                if self._keeps_state():  # the moments, in pair order like the parameters
+                    moments = [leaves.assemble([[opt.state[t][name] for t in g] for g in leaves.leaves])
+                               for name in ("exp_avg", "exp_avg_sq")]
                 for p, i in enumerate(sel):
-                    m = int(pairs.module[i])
-                    new = self._unstack(stacks, p, m)
-                    updates[i] = {k: new[k] - params[m][k] for k in new}
+                    m = modules[p]
+                    new = self._unstack(final, p, m)
+                    updates[i] = {k: new[k].numpy() - params[m][k] for k in new}
+                    if self._keeps_state():
+                        self._optim[(ues[p], m)] = {
+                            "step": counts[p] + steps,
+                            **{name: {k: v.clone() for k, v in self._unstack(st, p, m).items()}
+                               for name, st in zip(("exp_avg", "exp_avg_sq"), moments)}}
         return updates, loss, grad_sq
 
     # --- reference path -----------------------------------------------------------------------
 
-    def _load_adapter(self, m: int, params: Params) -> list:
-        """Activate adapter m with ``params``; its trainable tensors in state-dict key order."""
+    def _load_adapter(self, m: int, params: Params) -> dict:
+        """Activate adapter m with ``params``; its trainable tensors by state-dict key."""
         from peft import set_peft_model_state_dict
 
         from .lora_model import to_torch
@@ -496,7 +568,9 @@ class LoraBackend:
         name = self.names[m]
         self.peft.set_adapter(name)
         set_peft_model_state_dict(self.peft, to_torch(params), adapter_name=name)
-        return [p for p in self.peft.parameters() if p.requires_grad]
+        # peft's parameter names carry the adapter name; its state-dict keys do not
+        return {n.replace(f".{name}.", ".").replace(".modules_to_save.", "."): p
+                for n, p in self.peft.named_parameters() if p.requires_grad}
 
     def _batch_inputs(self, data: _Data, rows) -> dict:
         from .lora_batched import pad_examples
@@ -521,27 +595,41 @@ class LoraBackend:
         loss = np.zeros(N)
         grad_sq = np.zeros(N)
         for i in range(N):
-            m = int(pairs.module[i])
-            leaves = self._load_adapter(m, params[m])
+            ue, m = int(pairs.ue[i]), int(pairs.module[i])
+            named = self._load_adapter(m, params[m])
+            leaves = list(named.values())
+            opt = self._optimizer(leaves, lr) if steps else None
+            kept = self._kept(ue, m) if steps else None
+            if kept is not None:
+                for key, leaf in named.items():
+                    opt.state[leaf] = {"step": torch.tensor(float(kept["step"])),
+                                       "exp_avg": kept["exp_avg"][key].clone(),
+                                       "exp_avg_sq": kept["exp_avg_sq"][key].clone()}
             total = 0.0
             for s in range(max(steps, 1)):
                 rows = batches[i][s]
                 logits = self.peft(**self._batch_inputs(self.train, rows))
                 y = torch.from_numpy(self.train.labels[rows])
                 per = F.cross_entropy(logits, y)
-                grads = torch.autograd.grad(per, leaves)
+                per.backward()
                 if s == 0:
-                    grad_sq[i] = float(sum(g.double().pow(2).sum() for g in grads))
+                    grad_sq[i] = float(sum(t.grad.double().pow(2).sum() for t in leaves))
                 total += float(per.detach())
                 if steps == 0:
+                    for t in leaves:
+                        t.grad = None
                     break
-                with torch.no_grad():
-                    for leaf, g in zip(leaves, grads):
-                        leaf.sub_(lr * g)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
             loss[i] = total / max(steps, 1)
             if steps:
                 new = to_numpy(get_peft_model_state_dict(self.peft, adapter_name=self.names[m]))
                 updates[i] = {k: new[k] - params[m][k] for k in new}
+                if self._keeps_state():
+                    self._optim[(ue, m)] = {
+                        "step": (kept["step"] if kept else 0) + steps,
+                        **{name: {key: opt.state[t][name].detach().clone() for key, t in named.items()}
+                           for name in ("exp_avg", "exp_avg_sq")}}
         return updates, loss, grad_sq
 
     # --- protocol: training -------------------------------------------------------------------
@@ -551,7 +639,13 @@ class LoraBackend:
             raise RuntimeError("lora backend: call init_modules first")
 
     def local_update(self, pairs: PairBatch, params: list[Params], steps: int, lr: float) -> LocalResult:
-        """I = ``steps`` local SGD steps per pair on D_k^t = steps * batch fresh samples of UE k.
+        """I = ``steps`` local steps per pair on D_k^t = steps * batch fresh samples of UE k.
+
+        A step is plain gradient descent of step size ``lr`` (``local_optimizer: sgd``, the
+        paper's protocol) or ``torch.optim.AdamW`` at ``lr`` (``adamw``). AdamW's state is
+        fresh at every local update (``optimizer_state: reset``) or kept per (UE, module)
+        across rounds (``keep``: the moments and step count UE k reached on module m, carried
+        to its next update of m from the new aggregated θ_m; part of :meth:`state_dict`).
 
         Returns per pair the update Δθ = θ_after - θ_m (the "-η g" of (1)), the mean training
         loss over the steps and ||∇F_k(θ_0 + θ_m)||² on the first batch (before any step).
@@ -589,7 +683,7 @@ class LoraBackend:
         E = self.options.eval_batch
         with torch.no_grad():
             if self.options.lora_path == "fast" and data.cache is not None:
-                stacks = self._stacks(list(range(M)), params, requires_grad=False)
+                stacks = self._stacks(list(range(M)), params)
                 for s in range(0, n, E):
                     idx = order[s:s + E]
                     logits = self._fast_forward(data, [idx] * M, stacks)
@@ -636,13 +730,25 @@ class LoraBackend:
     # --- checkpointing --------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
+        """Sampling state, and the kept AdamW state of every (UE, module) under
+        ``optimizer_state: keep`` (its moments as numpy arrays, by adapter key)."""
+        optim = [{"ue": k, "module": m, "step": st["step"],
+                  **{name: {key: v.cpu().numpy().copy() for key, v in st[name].items()}
+                     for name in ("exp_avg", "exp_avg_sq")}}
+                 for (k, m), st in sorted(self._optim.items())]
         return {"rng": self._rng.bit_generator.state, "order": [o.copy() for o in self._order],
-                "cursor": self._cursor.copy()}
+                "cursor": self._cursor.copy(), "optim": optim}
 
     def load_state_dict(self, state: dict) -> None:
+        import torch
+
         self._rng.bit_generator.state = state["rng"]
         self._order = [np.asarray(o).copy() for o in state["order"]]
         self._cursor = np.asarray(state["cursor"]).copy()
+        self._optim = {(int(st["ue"]), int(st["module"])): {
+            "step": int(st["step"]),
+            **{name: {key: torch.from_numpy(np.array(v, dtype=np.float32)) for key, v in st[name].items()}
+               for name in ("exp_avg", "exp_avg_sq")}} for st in state.get("optim", [])}
 
     # --- saving a run -----------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from torch import nn
 
 from .lora_model import mean_pool
 
-__all__ = ["BatchedLoraLinear", "TopStack", "PrefixCache", "prefix_cache", "PairStacks", "plan_groups", "pad_examples"]
+__all__ = ["BatchedLoraLinear", "TopStack", "PrefixCache", "prefix_cache", "PairStacks", "LeafGroups", "plan_groups", "pad_examples"]
 
 
 class BatchedLoraLinear(nn.Module):
@@ -71,10 +71,56 @@ class PairStacks:
         return PairStacks(lora, (self.head[0][ix], self.head[1][ix]))
 
     def leaves(self) -> list[torch.Tensor]:
+        """The trainable tensors, in a fixed order: (A, B) per slot, then the head's W, b."""
         out = []
         for A, B, _ in self.lora.values():
             out += [A, B]
         return out + list(self.head)
+
+    def replace(self, tensors: list[torch.Tensor]) -> PairStacks:
+        """The same slots and scales with new trainable tensors (in :meth:`leaves` order)."""
+        it = iter(tensors)
+        lora = {k: (next(it), next(it), s) for k, (_, _, s) in self.lora.items()}
+        return PairStacks(lora, (next(it), next(it)))
+
+
+class LeafGroups:
+    """The trainable stacks of P pairs held as one leaf tensor per (stack tensor, group).
+
+    An optimizer keeps one step counter per parameter tensor, and AdamW's bias correction
+    depends on it; pairs whose kept optimizer state has different step counts therefore train
+    as separate leaves (one group each), while the forward pass still sees all P pairs at once
+    through :meth:`stacks` (a differentiable concatenation). Everything else in AdamW and SGD
+    is elementwise, so a group's leaf trains each of its rows exactly as a separate optimizer
+    would train that pair alone.
+    """
+
+    def __init__(self, stacks: PairStacks, groups: list[list[int]]) -> None:
+        self.template = stacks
+        self.groups = [list(g) for g in groups]
+        order = [p for g in self.groups for p in g]
+        self.inverse = torch.argsort(torch.as_tensor(order, dtype=torch.long))
+        self.leaves = [[t.detach()[torch.as_tensor(g, dtype=torch.long)].clone().requires_grad_(True)
+                        for t in stacks.leaves()] for g in self.groups]
+
+    def assemble(self, per_group: list[list[torch.Tensor]]) -> PairStacks:
+        """Per-group tensors (in :meth:`PairStacks.leaves` order) back in pair order."""
+        if len(per_group) == 1 and self.groups[0] == list(range(len(self.groups[0]))):
+            return self.template.replace(per_group[0])
+        ix = self.inverse.to(per_group[0][0].device)
+        return self.template.replace([torch.cat(parts)[ix] for parts in zip(*per_group)])
+
+    def stacks(self) -> PairStacks:
+        """The current stacks of all P pairs, differentiable with respect to the leaves."""
+        return self.assemble(self.leaves)
+
+    def grad_sq(self) -> torch.Tensor:
+        """||grad||^2 of every pair (P,), float64, from the leaves' ``.grad``."""
+        out = torch.zeros(len(self.inverse), dtype=torch.float64, device=self.leaves[0][0].device)
+        for g, leaves in zip(self.groups, self.leaves):
+            for leaf in leaves:
+                out[torch.as_tensor(g, device=out.device)] += leaf.grad.double().pow(2).flatten(1).sum(1)
+        return out
 
 
 class TopStack(nn.Module):
