@@ -1,0 +1,222 @@
+"""The per-UE Lagrangian subproblem of the round problem (7), solved globally with a
+certificate, vectorised over UEs (``solve_round(..., method="auto")``, issue 16).
+
+With the band constraint (7d) priced by ν >= 0 and the participation floor by μ >= 0, (7)
+separates by UE. UE k's share of the Lagrangian is
+
+    L_k(ν, μ) = min_{S, p, b}  Σ_{m∈S} [ d_{k,m} − μ + f_{k,m}(p, b_m) + ν b_m ],
+    d_{k,m} = ω_k Δ_{k,m} + ρ E^cmp_{k,m},
+    f_{k,m}(p, b) = −ω_k Γ_{k,m} q_{k,m}(p, b) + ρ p S_m / (b B log2(1+θ))           (7), (15)
+
+over the subsets S of the UE's feasible modules with |S| <= M_max (7b), p in [P_min, P_max]
+(7e) and b_m in [b^min_{k,m}, 1] (7d); S = ∅ costs 0. For a fixed p each b_m is the
+bandwidth oracle's 1-D problem, f(b) + νb with w = ω Γ e^{−κ p^{−2/α}}, a' = a/p,
+c = ρ p S_m/(B log2(1+θ)) (MODEL.md (16)): :class:`._bandwidth_core.Box` returns its global
+minimiser and a certified lower bound.
+
+The certificate over p is an interval branch and bound in s = ln p. On a cell
+[s_a, s_b], −ω Γ q(p, b) decreases in p (q increases in p) and ρ p S/(bR) increases, so
+
+    f(p, b) >= −ω Γ q(p_b, b) + ρ p_a S/(bR)    for every p in [p_a, p_b] and every b,
+
+a bandwidth term of the same form (w and a' from p_b, c from p_a). Its certified minimum
+(Box.argmin's tangent bounds, net of rounding) bounds every pair on the cell from below, and
+sums over each subset bound the cell. Each cell is also probed at its midpoint (an achieved
+value, the incumbent). A cell whose bound is within ``tol`` of the UE's incumbent is
+closed; the others are halved. The bound of a cell tends to its value as the cell shrinks,
+so the search ends; the UE's certified bound is the least bound over its closed cells (and
+0 for S = ∅ where allowed).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from ..costs import RoundSystem
+from ._bandwidth_core import EPS, Box, inflections
+
+__all__ = ["UEData", "UEResult", "subsets", "ue_lagrangian", "ue_probe"]
+
+
+def subsets(M: int, M_max: int) -> np.ndarray:
+    """All subsets S of the M modules with |S| <= M_max (7b), as a bool (n_S, M) array; row 0
+    is the empty set."""
+    rows = [np.zeros(M, bool)]
+    for r in range(1, min(M, M_max) + 1):
+        for c in itertools.combinations(range(M), r):
+            row = np.zeros(M, bool)
+            row[list(c)] = True
+            rows.append(row)
+    return np.array(rows)
+
+
+@dataclass(frozen=True, eq=False)
+class UEData:
+    """The arrays of (7) that the per-UE subproblem needs (built once per round)."""
+
+    W: np.ndarray        # (K, M) ω_k Γ_{k,m}
+    d: np.ndarray        # (K, M) ω_k Δ_{k,m} + ρ E^cmp_{k,m}
+    a: np.ndarray        # (K,)
+    kappa: np.ndarray    # (K,)
+    cS: np.ndarray       # (M,) ρ S_m / (B log2(1+θ))
+    lo: np.ndarray       # (K, M) b^min, 1 where the pair misses the deadline
+    feasible: np.ndarray  # (K, M) b^min finite and <= 1
+    subs: np.ndarray     # (n_S, M) subsets, row 0 empty
+    sub_ok: np.ndarray   # (K, n_S) subsets made of feasible modules only
+    gamma: float
+    s_min: float
+    s_max: float
+
+    @classmethod
+    def from_system(cls, sys_: RoundSystem, M_max: int) -> UEData:
+        feas = np.isfinite(sys_.b_min) & (sys_.b_min <= 1.0)
+        subs = subsets(sys_.M, M_max)
+        sub_ok = ~((~feas).astype(np.int8) @ subs.T.astype(np.int8)).astype(bool)
+        return cls(W=sys_.omega[:, None] * sys_.Gamma,
+                   d=sys_.omega[:, None] * sys_.Delta + sys_.rho * sys_.E_cmp,
+                   a=np.asarray(sys_.a, float), kappa=np.asarray(sys_.kappa, float),
+                   cS=sys_.rho * np.asarray(sys_.S, float) / sys_.rate_per_b,
+                   lo=np.where(feas, sys_.b_min, 1.0), feasible=feas, subs=subs, sub_ok=sub_ok,
+                   gamma=2.0 / sys_.alpha, s_min=math.log(sys_.P_min),
+                   s_max=math.log(sys_.P_max))
+
+    @property
+    def K(self) -> int:
+        return int(self.a.shape[0])
+
+
+class UEResult(NamedTuple):
+    """Per UE (K,): a certified lower bound on L_k, the incumbent's value, its subset (row of
+    :func:`subsets`), its p, its b (K, M) (0 off the subset); ``cells`` evaluated in all."""
+
+    lb: np.ndarray
+    ub: np.ndarray
+    sub: np.ndarray
+    p: np.ndarray
+    b: np.ndarray
+    cells: int
+
+
+def _boxes(data: UEData, ks: np.ndarray, s_w: np.ndarray, s_c: np.ndarray, nu: float,
+           bound: bool):
+    """Box.argmin for every module of the UEs ``ks`` (n,), with w and a' taken at s_w and c at
+    s_c (equal: the exact pair terms at p = e^s; s_w = s_b, s_c = s_a: the cell's minorant).
+    Returns (b, value, lb, size), each (n, M)."""
+    n, M = ks.size, data.cS.size
+    w = data.W[ks] * np.exp(-data.kappa[ks] * np.exp(-data.gamma * s_w))[:, None]
+    a = np.repeat((data.a[ks] * np.exp(-s_w))[:, None], M, axis=1)
+    c = data.cS[None, :] * np.exp(s_c)[:, None]
+    lo = data.lo[ks]
+    w, a, c, lo = w.ravel(), a.ravel(), c.ravel(), lo.ravel()
+    hi = np.ones_like(lo)
+    b1, b2 = inflections(w, a, c, lo, hi)
+    r = Box(w, a, c, lo, hi, b1, b2).argmin(nu, bound=bound)
+    shape = (n, M)
+    if not bound:
+        return r.b.reshape(shape), r.v.reshape(shape), None, None
+    return r.b.reshape(shape), r.v.reshape(shape), r.lb.reshape(shape), r.size.reshape(shape)
+
+
+def _subset_values(data: UEData, ks, pair_v, mu: float, allowed):
+    """Σ_{m∈S} (d − μ + v_m) for every subset (n, n_S); +inf where S is not allowed."""
+    vals = (data.d[ks] - mu + pair_v) @ data.subs.T.astype(float)
+    ok = allowed[ks] & data.sub_ok[ks]
+    return np.where(ok, vals, np.inf)
+
+
+def ue_probe(data: UEData, nu: float, mu: float, allowed: np.ndarray, s_lo: np.ndarray,
+             s_hi: np.ndarray, grid: int = 33):
+    """The best point of each UE's subproblem over a grid of ``grid`` powers in [s_lo, s_hi]
+    (no certificate: the dual search's oracle). Returns (value, subset, p, b) as
+    :class:`UEResult` with lb = −inf."""
+    K = data.K
+    t = np.linspace(0.0, 1.0, grid)
+    s = (s_lo[:, None] + (s_hi - s_lo)[:, None] * t[None, :]).ravel()
+    ks = np.repeat(np.arange(K), grid)
+    b, v, _, _ = _boxes(data, ks, s, s, nu, False)
+    vals = _subset_values(data, ks, v, mu, allowed)
+    j = np.argmin(vals, axis=1)
+    best = vals[np.arange(ks.size), j].reshape(K, grid)
+    g = np.argmin(best, axis=1)
+    rows = np.arange(K) * grid + g
+    ub = best[np.arange(K), g]
+    sub = j[rows]
+    empty_ok = allowed[:, 0]
+    use_empty = empty_ok & (ub >= 0.0)
+    ub = np.where(use_empty, 0.0, ub)
+    sub = np.where(use_empty, 0, sub)
+    mask = data.subs[sub]
+    return UEResult(np.full(K, -np.inf), ub, sub, np.exp(s[rows]),
+                    np.where(mask, b[rows], 0.0), rows.size)
+
+
+def ue_lagrangian(data: UEData, nu: float, mu: float, allowed: np.ndarray, s_lo: np.ndarray,
+                  s_hi: np.ndarray, tol, init_cells: int = 8, max_levels: int = 48,
+                  max_cells: int = 2_000_000) -> UEResult:
+    """Certified L_k(ν, μ) for every UE (module docstring): lb <= L_k <= ub, with
+    ub − lb <= tol_k (``tol`` a scalar or (K,)) unless the level or cell cap stops a UE first
+    (its lb stays valid, only looser). ``allowed`` (K, n_S) bool restricts the subsets (column
+    0: S = ∅) and [s_lo, s_hi] (K,) the powers (ln p) of each UE."""
+    K, M = data.K, data.cS.size
+    tol = np.broadcast_to(np.asarray(tol, float), (K,))
+    ub = np.where(allowed[:, 0], 0.0, np.inf)
+    sub = np.zeros(K, np.intp)
+    p_best = np.exp(s_hi).copy()
+    b_best = np.zeros((K, M))
+    lb = np.full(K, np.inf)
+    live = (allowed[:, 1:] & data.sub_ok[:, 1:]).any(axis=1)
+    lb[~live] = ub[~live]
+    ks = np.repeat(np.flatnonzero(live), init_cells)
+    t = np.arange(init_cells, dtype=float)
+    w0 = (s_hi - s_lo)[ks] / init_cells
+    sa = s_lo[ks] + w0 * np.tile(t, int(live.sum()))
+    sb = np.where(np.tile(t, int(live.sum())) == init_cells - 1, s_hi[ks], sa + w0)
+    parent_lb = np.full(ks.size, -np.inf)
+    cells = 0
+    for level in range(max_levels + 1):
+        if ks.size == 0:
+            break
+        cells += ks.size
+        # the incumbent: every cell's midpoint
+        sm = 0.5 * (sa + sb)
+        bm, vm, _, _ = _boxes(data, ks, sm, sm, nu, False)
+        vals = _subset_values(data, ks, vm, mu, allowed)
+        j = np.argmin(vals, axis=1)
+        v = vals[np.arange(ks.size), j]
+        order = np.lexsort((v, ks))
+        first = np.ones(order.size, bool)
+        first[1:] = ks[order][1:] != ks[order][:-1]
+        i = order[first]
+        better = v[i] < ub[ks[i]]
+        i = i[better]
+        k_i = ks[i]
+        ub[k_i] = v[i]
+        sub[k_i] = j[i]
+        p_best[k_i] = np.exp(sm[i])
+        b_best[k_i] = np.where(data.subs[j[i]], bm[i], 0.0)
+        # the cells' certified bounds from the minorant (w, a' at s_b; c at s_a)
+        _, _, plb, size = _boxes(data, ks, sb, sa, nu, True)
+        dmu = data.d[ks] - mu
+        rnd = 2.0 * EPS * (size + np.abs(dmu)) + EPS * np.abs(plb + dmu)
+        lbv = _subset_values(data, ks, plb - rnd, mu, allowed)
+        lbv[:, 0] = np.inf  # S = ∅ is counted once per UE (ub starts at 0)
+        clb = np.maximum(lbv.min(axis=1), parent_lb)
+        close = clb >= ub[ks] - tol[ks]
+        if level == max_levels or cells + 2 * int((~close).sum()) > max_cells:
+            close[:] = True
+        np.minimum.at(lb, ks[close], clb[close])
+        keep = ~close
+        if not keep.any():
+            break
+        ks, sa, sb, clb = ks[keep], sa[keep], sb[keep], clb[keep]
+        mid = 0.5 * (sa + sb)
+        ks = np.concatenate([ks, ks])
+        sa, sb = np.concatenate([sa, mid]), np.concatenate([mid, sb])
+        parent_lb = np.concatenate([clb, clb])
+    lb = np.minimum(lb, ub)
+    return UEResult(lb, ub, sub, p_best, b_best, cells)

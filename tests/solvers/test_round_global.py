@@ -1,0 +1,108 @@
+"""The certified method for the per-round problem (7) (``solve_round(..., method="auto")``):
+the per-UE Lagrangian subproblem against brute force (every subset, dense grids in p and b,
+refined by a local search), the dual bound against SCIP's optimum, and ``auto`` against SCIP
+at K = 2-3."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import numpy as np
+import pytest
+from fedopt.solvers._round_ue import UEData, ue_lagrangian
+from scipy.optimize import minimize
+
+from fedopt.allocator import RoundAllocator
+from fedopt.config import SystemConfig
+from fedopt.costs import switching_init, switching_update
+from fedopt.online.scenarios import random_round_state
+
+
+@functools.cache
+def _system(K: int, seed: int, a_scale: float = 1.0, rho_scale: float = 1.0):
+    """A random round system as ``fedopt validate round`` builds it; ``a_scale`` multiplies the
+    noise coefficient a_k and ``rho_scale`` the energy weight ρ (a large a with a small ρ:
+    noise-limited pairs whose bandwidth term is nonconvex in b, MODEL.md (16))."""
+    cfg = SystemConfig(K=K)
+    rng = np.random.default_rng([161, K, seed])
+    state, _ = random_round_state(cfg, rng)
+    al = RoundAllocator(cfg)
+    al.estimator = switching_update(switching_init(K, cfg.M), state.loss, state.grad_sq, 0)
+    sys_ = al.system(state)
+    if (a_scale, rho_scale) != (1.0, 1.0):
+        sys_ = dataclasses.replace(sys_, a=sys_.a * a_scale, rho=sys_.rho * rho_scale)
+    return cfg, sys_
+
+
+def _pair_value(sys_, k, m, nu, mu, p, b):
+    """d − μ + f(p, b) + ν b of pair (k, m), straight from the RoundSystem's (15) and (4)."""
+    q = math.exp(-sys_.a[k] * b / p - sys_.kappa[k] * p ** (-2.0 / sys_.alpha))
+    return (sys_.omega[k] * (sys_.Delta[k, m] - sys_.Gamma[k, m] * q)
+            + sys_.rho * (sys_.E_cmp[k, m] + p * sys_.S[m] / (b * sys_.rate_per_b)) - mu + nu * b)
+
+
+def _brute_force(sys_, k, subset, nu, mu, n_p=801, n_b=801):
+    """min over p, b of Σ_{m∈S} pair values: dense log grids in p and each b, then a
+    Nelder-Mead refinement in (ln p, ln b) from the best grid point. An achieved value."""
+    ms = np.flatnonzero(subset)
+    ps = np.geomspace(sys_.P_min, sys_.P_max, n_p)
+    best_v, best_x = math.inf, None
+    bgrids = [np.geomspace(sys_.b_min[k, m], 1.0, n_b) for m in ms]
+    tot = np.zeros(n_p)
+    arg_b = []
+    for m, bg in zip(ms, bgrids):
+        P, Bg = np.meshgrid(ps, bg, indexing="ij")
+        q = np.exp(-sys_.a[k] * Bg / P - sys_.kappa[k] * P ** (-2.0 / sys_.alpha))
+        v = (sys_.omega[k] * (sys_.Delta[k, m] - sys_.Gamma[k, m] * q)
+             + sys_.rho * (sys_.E_cmp[k, m] + P * sys_.S[m] / (Bg * sys_.rate_per_b)) - mu + nu * Bg)
+        tot += v.min(axis=1)
+        arg_b.append(bg[v.argmin(axis=1)])
+    i = int(np.argmin(tot))
+    best_v = float(tot[i])
+    best_x = np.log([ps[i], *[ab[i] for ab in arg_b]])
+    lo = np.log([sys_.P_min, *[sys_.b_min[k, m] for m in ms]])
+    hi = np.log([sys_.P_max] + [1.0] * ms.size)
+
+    def fun(z):
+        z = np.clip(z, lo, hi)
+        return sum(_pair_value(sys_, k, m, nu, mu, math.exp(z[0]), math.exp(z[1 + j]))
+                   for j, m in enumerate(ms))
+
+    r = minimize(fun, best_x, method="Nelder-Mead",
+                 options={"xatol": 1e-12, "fatol": 1e-16, "maxiter": 4000})
+    return min(best_v, float(fun(r.x)))
+
+
+CASES = [(3, 0, 1.0, 1.0, 0.0, 0.0), (3, 1, 1.0, 1.0, 0.01, 0.0), (3, 2, 1.0, 1.0, 0.02, 1e-4),
+         (3, 3, 1.0, 1.0, 0.005, 5e-4), (3, 4, 300.0, 1.0, 0.002, 0.0),
+         (3, 5, 30.0, 1e-3, 0.0, 2e-4), (3, 6, 100.0, 1e-2, 0.001, 0.0),
+         (3, 7, 10.0, 1e-4, 0.003, 1e-4)]
+
+
+@pytest.mark.parametrize("K, seed, a_scale, rho_scale, nu, mu", CASES)
+def test_ue_subproblem_against_brute_force(K, seed, a_scale, rho_scale, nu, mu):
+    """Cases 5-7 have pairs nonconvex in b (27 w / (2 e³ a c) > 1)."""
+    cfg, sys_ = _system(K, seed, a_scale, rho_scale)
+    data = UEData.from_system(sys_, cfg.M_max)
+    n_s = data.subs.shape[0]
+    tol = 1e-10
+    for s in range(1, n_s):  # each subset alone (the empty set is allowed too: value 0)
+        allowed = np.zeros((K, n_s), bool)
+        allowed[:, [0, s]] = True
+        r = ue_lagrangian(data, nu, mu, allowed, np.full(K, data.s_min), np.full(K, data.s_max),
+                          tol)
+        for k in range(K):
+            if not data.sub_ok[k, s]:
+                continue
+            bf = min(0.0, _brute_force(sys_, k, data.subs[s], nu, mu))
+            scale = float(np.sum(np.abs(data.d[k]) + data.W[k])) + nu
+            assert r.lb[k] <= bf + 1e-13 * scale          # the bound is a bound
+            assert r.ub[k] <= bf + tol + 1e-13 * scale    # and the global minimum was found
+            assert r.ub[k] - r.lb[k] <= tol * (1 + 1e-9)
+            # the incumbent's point achieves its value
+            if r.sub[k]:
+                ms = np.flatnonzero(data.subs[r.sub[k]])
+                v = sum(_pair_value(sys_, k, m, nu, mu, r.p[k], r.b[k, m]) for m in ms)
+                assert v == pytest.approx(r.ub[k], rel=1e-12, abs=1e-18)
