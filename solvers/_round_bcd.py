@@ -144,35 +144,46 @@ def escape(sys_: RoundSystem, x: np.ndarray, p: np.ndarray, b: np.ndarray,
 
     A, Kap, Sm = sys_.a[ks], sys_.kappa[ks], sys_.S[ms] * (sys_.rho / R)
     g = 2.0 / sys_.alpha
-
-    def lagr(sl, pk, bb):  # pairs sl at powers pk (n, G) and bandwidths bb (n, G or 1, H)
-        # W (1 − q) + ρ p S/(b R) + ν b with q of (15); the same operations as the plain
-        # expression, in place on one (n, G, H) buffer (no temporaries of that size)
-        out = np.multiply(-(A[sl, None] / pk)[:, :, None], bb)
-        np.exp(out, out=out)
-        np.multiply(np.exp(-Kap[sl, None] * pk ** (-g))[:, :, None], out, out=out)  # q
-        np.subtract(1, out, out=out)
-        np.multiply(W[sl, None, None], out, out=out)
-        out += (Sm[sl, None] * pk)[:, :, None] / bb
-        out += nu * bb
-        return out
-
-    allp = slice(None)
-    cur = lagr(allp, p[ks][:, None], bn[:, None, None])[:, 0, 0]
+    # W (1 − q) + ρ p S/(b R) + ν b with q of (15), at the current point per pair
+    pk = p[ks]
+    cur = np.exp(-(A / pk) * bn)
+    cur *= np.exp(-Kap * pk ** (-g))
+    cur = W * (1 - cur)
+    cur += (Sm * pk) / bn
+    cur += nu * bn
     if n_grid is None:  # the grid costs N·G² exponentials: coarser for big rounds
         n_grid = 33 if ks.size <= 1000 else 17
     pg = np.geomspace(sys_.P_min, sys_.P_max, n_grid)
-    lo = np.log(sys_.b_min[ks, ms])[:, None, None]
-    bg = np.exp(lo + (0.0 - lo) * np.linspace(0, 1, n_grid)[None, None, :])
-    per = np.empty((ks.size, n_grid))  # best b per pair and p
-    for i in range(0, ks.size, 512):  # chunks keep the (n, G, G) temporaries small
-        sl = slice(i, i + 512)
-        n = min(512, ks.size - i)
-        per[sl] = lagr(sl, np.broadcast_to(pg, (n, n_grid)), bg[sl]).min(axis=2)
+    lo = np.log(sys_.b_min[ks, ms])
+    # the grid in layout (G or H, pairs): every operation below runs along the pairs (long
+    # contiguous loops, not G-long ones), in chunks of pairs that keep (H, chunk) in cache
+    bg = np.exp(lo[None, :] + (0.0 - lo)[None, :] * np.linspace(0, 1, n_grid)[:, None])
+    ekp = np.exp(-Kap[None, :] * (pg ** (-g))[:, None])  # e^{−κ p^{−2/α}} (G, N)
+    per = np.empty((n_grid, ks.size))  # best b per p and pair
+    step = 512
+    buf, tmp = np.empty((n_grid, step)), np.empty((n_grid, step))
+    for i in range(0, ks.size, step):
+        sl = slice(i, i + step)
+        n = min(step, ks.size - i)
+        b_, nub = bg[:, sl], nu * bg[:, sl]
+        out, t = buf[:, :n], tmp[:, :n]
+        for jp in range(n_grid):  # the same operations as `cur`, at p = pg[jp]
+            np.multiply(-(A[sl] / pg[jp]), b_, out=out)
+            np.exp(out, out=out)
+            np.multiply(ekp[jp, sl], out, out=out)
+            np.subtract(1, out, out=out)
+            np.multiply(W[sl], out, out=out)
+            np.divide(Sm[sl] * pg[jp], b_, out=t)
+            out += t
+            out += nub
+            np.min(out, axis=0, out=per[jp, sl])
+    # per-UE sums; pairs come UE by UE (np.nonzero), so a segment sum adds what add.at did
+    first = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
+    users = ks[first]
     tot = np.zeros((K, n_grid))
-    np.add.at(tot, ks, per)
+    tot[users] = np.add.reduceat(per, first, axis=1).T
     now = np.zeros(K)
-    np.add.at(now, ks, cur)
+    now[users] = np.add.reduceat(cur, first)
     j = np.argmin(tot, axis=1)
     gain = now - tot[np.arange(K), j]
     if every:  # the grid's p for every UE (an initial point, not an escape)
