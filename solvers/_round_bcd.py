@@ -19,6 +19,9 @@ from .power import solve_power_batch
 
 __all__ = ["RoundOptions", "bcd", "bcd_once", "escape"]
 
+#: Most grid values (G·H·pairs, 8 bytes each) one BCD keeps between its escapes.
+GRID_CACHE = 2**25
+
 
 @dataclass(frozen=True)
 class RoundOptions:
@@ -48,18 +51,19 @@ def bcd(sys_: RoundSystem, x: np.ndarray, p0: np.ndarray | None, opts: RoundOpti
     bandwidth Solution or None).
     """
     x = np.asarray(x, bool)
+    grid: dict = {}  # escape's grid, shared by its calls below
     if opts.grid_start and x.any():
         # initial powers: b for the start powers, then each UE's grid minimiser of its
         # share of the Lagrangian at that b's price ν (fewer BCD sweeps, better basins)
         p_start = np.full(x.shape[0], sys_.P_max) if p0 is None else np.asarray(p0, float)
         pb = bcd_once(sys_, x, p_start, opts, start_with_bandwidth=True, sweeps=0)
-        p0 = escape(sys_, x, pb[0], pb[1], every=True)
+        p0 = escape(sys_, x, pb[0], pb[1], every=True, grid=grid)
     # from given powers, the bandwidth step comes first (b would otherwise start cold)
     best = bcd_once(sys_, x, p0, opts, start_with_bandwidth=p0 is not None)
     for _ in range(opts.escapes):
         if best[4] is None:
             break
-        moves = escape(sys_, x, best[0], best[1], ranked=True, objective=best[2])
+        moves = escape(sys_, x, best[0], best[1], ranked=True, objective=best[2], grid=grid)
         if moves is None:
             break
         p_all, ranked = moves
@@ -120,14 +124,16 @@ def bcd_once(sys_: RoundSystem, x: np.ndarray, p0, opts: RoundOptions,
 
 def escape(sys_: RoundSystem, x: np.ndarray, p: np.ndarray, b: np.ndarray,
            n_grid: int | None = None, every: bool = False, ranked: bool = False,
-           objective: float | None = None):
+           objective: float | None = None, grid: dict | None = None):
     """Per-UE joint (p_k, b_k) moves that BCD cannot see. With the bandwidth price
     ν = −f_n'(b_n) of (17) at the current point (0 if the band is slack), UE k's share of
     the Lagrangian, Σ_m [ω Γ (1 − q(p, b_m)) + ρ p S_m/(b_m R) + ν b_m], is minimised on a
     log grid of p and of each b_m; UEs whose grid minimum beats their current value get
     the grid's p (``objective``: the round objective at (p, b) if known, else it is
-    computed). Returns the new p (K,) (with ``ranked``: and the moving UEs by gain,
-    largest first) or None when no UE can improve."""
+    computed). ``grid``: a dict shared by the escapes of one BCD (same round and x) that
+    keeps the ν-free part of the grid (up to :data:`GRID_CACHE` values). Returns the new p
+    (K,) (with ``ranked``: and the moving UEs by gain, largest first) or None when no UE
+    can improve."""
     K, M = x.shape
     R = sys_.rate_per_b
     ks, ms = np.nonzero(x)
@@ -158,25 +164,34 @@ def escape(sys_: RoundSystem, x: np.ndarray, p: np.ndarray, b: np.ndarray,
     # the grid in layout (G or H, pairs): every operation below runs along the pairs (long
     # contiguous loops, not G-long ones), in chunks of pairs that keep (H, chunk) in cache
     bg = np.exp(lo[None, :] + (0.0 - lo)[None, :] * np.linspace(0, 1, n_grid)[:, None])
-    ekp = np.exp(-Kap[None, :] * (pg ** (-g))[:, None])  # e^{−κ p^{−2/α}} (G, N)
+    ekp = np.exp(-Kap[None, :] * (pg ** (-g))[:, None]) if grid is None or n_grid not in grid \
+        else None  # e^{−κ p^{−2/α}} (G, N)
     per = np.empty((n_grid, ks.size))  # best b per p and pair
+    # the ν-free part W (1 − q) + ρ p S/(b R) of the grid depends on the round and x only:
+    # kept in ``grid`` for the next escape of the same BCD (then one add and a min per call)
+    base = None if grid is None else grid.get(n_grid)
+    fresh = base is None
+    if fresh and grid is not None and n_grid * n_grid * ks.size <= GRID_CACHE:
+        base = grid[n_grid] = np.empty((n_grid, n_grid, ks.size))
     step = 512
     buf, tmp = np.empty((n_grid, step)), np.empty((n_grid, step))
     for i in range(0, ks.size, step):
         sl = slice(i, i + step)
         n = min(step, ks.size - i)
         b_, nub = bg[:, sl], nu * bg[:, sl]
-        out, t = buf[:, :n], tmp[:, :n]
+        t = tmp[:, :n]
         for jp in range(n_grid):  # the same operations as `cur`, at p = pg[jp]
-            np.multiply(-(A[sl] / pg[jp]), b_, out=out)
-            np.exp(out, out=out)
-            np.multiply(ekp[jp, sl], out, out=out)
-            np.subtract(1, out, out=out)
-            np.multiply(W[sl], out, out=out)
-            np.divide(Sm[sl] * pg[jp], b_, out=t)
-            out += t
-            out += nub
-            np.min(out, axis=0, out=per[jp, sl])
+            out = buf[:, :n] if base is None else base[jp, :, sl]
+            if fresh:
+                np.multiply(-(A[sl] / pg[jp]), b_, out=out)
+                np.exp(out, out=out)
+                np.multiply(ekp[jp, sl], out, out=out)
+                np.subtract(1, out, out=out)
+                np.multiply(W[sl], out, out=out)
+                np.divide(Sm[sl] * pg[jp], b_, out=t)
+                out += t
+            np.add(out, nub, out=t)
+            np.min(t, axis=0, out=per[jp, sl])
     # per-UE sums; pairs come UE by UE (np.nonzero), so a segment sum adds what add.at did
     first = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
     users = ks[first]
