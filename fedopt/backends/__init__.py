@@ -6,7 +6,13 @@ from .base import (
     ModuleSpec,
     PairBatch,
     Params,
+    SupportsFullBatch,
+    SupportsSaving,
+    SupportsSmoothness,
+    SupportsTheoremOracle,
     TrainingBackend,
+    ensemble_evaluation,
+    ensemble_logits,
     weighted_mean_aggregate,
 )
 
@@ -16,7 +22,13 @@ __all__ = [
     "ModuleSpec",
     "PairBatch",
     "Params",
+    "SupportsFullBatch",
+    "SupportsSaving",
+    "SupportsSmoothness",
+    "SupportsTheoremOracle",
     "TrainingBackend",
+    "ensemble_evaluation",
+    "ensemble_logits",
     "weighted_mean_aggregate",
 ]
 

@@ -13,7 +13,9 @@ checkpoint and resume exactly.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -25,6 +27,12 @@ __all__ = [
     "LocalResult",
     "Evaluation",
     "TrainingBackend",
+    "SupportsFullBatch",
+    "SupportsSmoothness",
+    "SupportsTheoremOracle",
+    "SupportsSaving",
+    "ensemble_logits",
+    "ensemble_evaluation",
     "weighted_mean_aggregate",
 ]
 
@@ -148,6 +156,122 @@ class TrainingBackend(Protocol):
 
     def load_state_dict(self, state: dict) -> None:
         ...
+
+
+# --- optional capabilities: declared here, checked with isinstance (never hasattr) --------------
+
+@runtime_checkable
+class SupportsFullBatch(Protocol):
+    """A backend that may train on each UE's whole local set: then D_k^t = |D_k| (its
+    ``data_sizes()``) and the probes are exactly F_k and ‖∇F_k‖²."""
+
+    full_batch: bool
+
+
+@runtime_checkable
+class SupportsSmoothness(Protocol):
+    """A backend that knows (μ, L) of Assumption 1 (step_size ``inverse_L``: η = 1/L)."""
+
+    def smoothness(self) -> tuple[float, float]:
+        ...
+
+
+@runtime_checkable
+class SupportsTheoremOracle(SupportsSmoothness, Protocol):
+    """The exact quantities Theorem 1's tracker (:mod:`fedopt.bound`) needs, on a module's
+    full-rank adapter θ (C × h): F_k and ∇F_k of every UE, F* and θ*, the Hessian's extreme
+    eigenvalues. Module parameters are ``{"W": θ}``."""
+
+    def local_objectives(self, delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """F_k(θ) (K,) and ∇F_k(θ) (K, ...) on every UE's whole local set."""
+        ...
+
+    def optimum(self) -> tuple[float, np.ndarray]:
+        """F* and θ* of the centralised problem."""
+        ...
+
+    def hessian_eigenvalues(self, delta: np.ndarray) -> tuple[float, float]:
+        ...
+
+
+@runtime_checkable
+class SupportsSaving(Protocol):
+    """A backend that writes its trained modules at the end of a run (e.g. peft adapters)."""
+
+    def save_run(self, out_dir: str | os.PathLike, params: list[Params], ensembles: np.ndarray,
+                 evaluation: Evaluation | None = None) -> Path:
+        ...
+
+
+# --- eq. (3), the one place ------------------------------------------------------------------
+
+def ensemble_logits(logits: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """Eq. (3): each sample's uniform ensemble, the mean of its members' logits.
+
+    ``logits`` (M, n, C) of every module; ``members`` (n, M) bool, or (M,) for one ensemble
+    for all samples. A sample with no member uses every module (a UE before its first
+    subscription, MODEL-NOTES). Returns (n, C)."""
+    logits = np.asarray(logits, float)
+    M, n, _ = logits.shape
+    mask = np.broadcast_to(np.asarray(members, bool), (n, M)).astype(float)
+    mask[mask.sum(axis=1) == 0] = 1.0
+    z = np.zeros(logits.shape[1:])
+    for m in range(M):  # M terms: no (M, n, C) temporary
+        z += logits[m] * mask[:, m:m + 1]
+    return z / mask.sum(axis=1, keepdims=True)
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def ensemble_evaluation(logits: np.ndarray, labels: np.ndarray, ensembles: np.ndarray,
+                        omega: np.ndarray, *, sample_ue: np.ndarray | None = None,
+                        label_dist: np.ndarray | None = None,
+                        global_logits: np.ndarray | None = None,
+                        global_labels: np.ndarray | None = None) -> Evaluation:
+    """Score every UE's ensemble (3) and the uniform ensemble of all modules.
+
+    ``logits`` (M, n, C) on a test split with ``labels`` (n,); ``ensembles`` (K, M) bool.
+    How UE k is scored: with ``sample_ue`` (n,) on its own rows of the split; with
+    ``label_dist`` (K, C) on the whole split, each class's accuracy and loss weighted by UE
+    k's label distribution π_k (the expectation over a test set drawn with its labels).
+    ``accuracy``/``loss``: the ω-weighted means. The global figures use ``global_logits``
+    (M, n', C) and ``global_labels`` (default: the same split)."""
+    logits = np.asarray(logits, float)
+    labels = np.asarray(labels, int)
+    ens = np.asarray(ensembles, bool)
+    K = ens.shape[0]
+    omega = np.asarray(omega, float)
+
+    def correct_nll(z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        nll = -np.take_along_axis(_log_softmax(z), y[:, None], axis=1)[:, 0]
+        return (z.argmax(axis=1) == y).astype(float), nll
+
+    if sample_ue is not None:
+        ue = np.asarray(sample_ue, int)
+        correct, nll = correct_nll(ensemble_logits(logits, ens[ue]), labels)
+        counts = np.maximum(np.bincount(ue, minlength=K), 1)
+        ue_acc = np.bincount(ue, correct, K) / counts
+        ue_loss = np.bincount(ue, nll, K) / counts
+    elif label_dist is not None:
+        C = logits.shape[2]
+        ue_acc, ue_loss = np.zeros(K), np.zeros(K)
+        n_c = np.maximum(np.bincount(labels, minlength=C), 1)
+        for row in np.unique(ens, axis=0):  # one pass per distinct ensemble
+            correct, nll = correct_nll(ensemble_logits(logits, row), labels)
+            who = (ens == row).all(axis=1)
+            ue_acc[who] = label_dist[who] @ (np.bincount(labels, correct, C) / n_c)
+            ue_loss[who] = label_dist[who] @ (np.bincount(labels, nll, C) / n_c)
+    else:
+        raise ValueError("ensemble_evaluation: give sample_ue or label_dist")
+    g_logits = logits if global_logits is None else np.asarray(global_logits, float)
+    g_labels = labels if global_labels is None else np.asarray(global_labels, int)
+    g_correct, g_nll = correct_nll(ensemble_logits(g_logits, np.ones(g_logits.shape[0], bool)),
+                                   g_labels)
+    return Evaluation(ue_acc, ue_loss, float(omega @ ue_acc), float(omega @ ue_loss),
+                      float(g_correct.mean()), float(g_nll.mean()))
 
 
 def weighted_mean_aggregate(params: Params, updates: list[Params], weights: np.ndarray) -> Params:

@@ -762,31 +762,11 @@ class LoraBackend:
 
 def ensemble_scores(logits: np.ndarray, labels: np.ndarray, ensembles: np.ndarray,
                     label_dist: np.ndarray, omega: np.ndarray) -> Evaluation:
-    """Eq. (3) from per-module logits (M, n, C): per-UE (π_k-weighted per-class) and global."""
-    M, _, C = logits.shape
-    ens = np.asarray(ensembles, bool).copy()
-    ens[~ens.any(1)] = True  # a UE that has not subscribed yet uses every module
+    """Eq. (3) from per-module logits (M, n, C): per-UE (π_k-weighted per-class) and global
+    (:func:`fedopt.backends.base.ensemble_evaluation`, the one place of (3))."""
+    from .base import ensemble_evaluation
 
-    def scores(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
-        mean = logits[mask].mean(0)  # (n, C)
-        logp = mean - np.logaddexp.reduce(mean, axis=1, keepdims=True)
-        correct = mean.argmax(1) == labels
-        nll = -logp[np.arange(labels.size), labels]
-        acc_c = np.array([correct[labels == c].mean() if (labels == c).any() else 0.0 for c in range(C)])
-        loss_c = np.array([nll[labels == c].mean() if (labels == c).any() else 0.0 for c in range(C)])
-        return acc_c, loss_c, float(correct.mean()), float(nll.mean())
-
-    K = ens.shape[0]
-    ue_acc = np.zeros(K)
-    ue_loss = np.zeros(K)
-    for row in np.unique(ens, axis=0):
-        acc_c, loss_c, _, _ = scores(row)
-        who = (ens == row).all(1)
-        ue_acc[who] = label_dist[who] @ acc_c
-        ue_loss[who] = label_dist[who] @ loss_c
-    _, _, g_acc, g_loss = scores(np.ones(M, bool))
-    omega = np.asarray(omega, float)
-    return Evaluation(ue_acc, ue_loss, float(omega @ ue_acc), float(omega @ ue_loss), g_acc, g_loss)
+    return ensemble_evaluation(logits, labels, ensembles, omega, label_dist=label_dist)
 
 
 def save_run(backend: LoraBackend, out_dir: str | os.PathLike, params: list[Params],

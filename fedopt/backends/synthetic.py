@@ -28,9 +28,17 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from .base import Evaluation, LocalResult, ModuleSpec, PairBatch, Params, weighted_mean_aggregate
+from .base import (
+    Evaluation,
+    LocalResult,
+    ModuleSpec,
+    PairBatch,
+    Params,
+    ensemble_evaluation,
+    weighted_mean_aggregate,
+)
 
-__all__ = ["SyntheticBackend", "OPTIONS"]
+__all__ = ["SyntheticBackend", "DenseSyntheticBackend", "OPTIONS"]
 
 # option -> default; every key may be set from the run config (flat namespace)
 OPTIONS: dict[str, Any] = {
@@ -70,6 +78,12 @@ class SyntheticBackend:
 
     name = "synthetic"
     OPTIONS = OPTIONS
+
+    def __new__(cls, cfg=None, population=None, seed=0, **options: Any):
+        """``dense=True`` builds a :class:`DenseSyntheticBackend` (Theorem 1's oracle)."""
+        if cls is SyntheticBackend and options.get("dense"):
+            cls = DenseSyntheticBackend
+        return super().__new__(cls)
 
     def __init__(self, cfg, population, seed: int | np.random.SeedSequence = 0, **options: Any):
         unknown = set(options) - set(OPTIONS)
@@ -281,39 +295,34 @@ class SyntheticBackend:
         return np.stack([self.W_base + s * (p["B"] @ p["A"]) for p, s in zip(params, self.scales)])
 
     def evaluate(self, params: list[Params], ensembles: np.ndarray) -> Evaluation:
-        """Eq. (3): UE k's logits are the mean of its subscribed modules' logits (the foundation
-        model alone if it subscribed to none), on its own test split; the global test set uses
-        the uniform ensemble of all modules."""
+        """Eq. (3) (:func:`~fedopt.backends.base.ensemble_evaluation`): UE k's logits are the
+        mean of its subscribed modules' logits (every module before its first subscription),
+        on its own test split; the global test set uses the uniform ensemble of all modules."""
         Wm = self._module_weights(params)
-        ens = np.asarray(ensembles, dtype=bool)
-        K = self.num_ues
         logits = np.stack([self.x_test @ W.T for W in Wm])  # (M, n, C); M BLAS calls
-        base = self.x_test @ self.W_base.T
-        mask = ens[self.test_ue].astype(float)  # (n, M)
-        cnt = mask.sum(axis=1)[:, None]
-        z = sum(logits[m] * mask[:, m:m + 1] for m in range(Wm.shape[0]))  # M terms
-        z = np.where(cnt > 0, z / np.maximum(cnt, 1), base)
-        correct = (z.argmax(axis=1) == self.y_test).astype(float)
-        nll = -np.take_along_axis(_log_softmax(z), self.y_test[:, None], axis=1)[:, 0]
-        counts = np.bincount(self.test_ue, minlength=K)
-        ue_acc = np.bincount(self.test_ue, correct, K) / np.maximum(counts, 1)
-        ue_loss = np.bincount(self.test_ue, nll, K) / np.maximum(counts, 1)
-        omega = self.n / self.n.sum()
-        zg = self.x_global @ Wm.mean(axis=0).T  # the logits are linear in W
-        g_acc = float((zg.argmax(axis=1) == self.y_global).mean())
-        g_loss = float(-np.take_along_axis(_log_softmax(zg), self.y_global[:, None], 1).mean())
-        return Evaluation(ue_acc, ue_loss, float(omega @ ue_acc), float(omega @ ue_loss),
-                          g_acc, g_loss)
+        g_logits = np.stack([self.x_global @ W.T for W in Wm])
+        return ensemble_evaluation(logits, self.y_test, ensembles, self.n / self.n.sum(),
+                                   sample_ue=self.test_ue, global_logits=g_logits,
+                                   global_labels=self.y_global)
+
+    # --- checkpointing -------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+
+
+class DenseSyntheticBackend(SyntheticBackend):
+    """The synthetic backend with dense adapters (``dense=True``): each F_k is l2-strongly
+    convex and L-smooth, and the exact quantities of Theorem 1 are available
+    (:class:`~fedopt.backends.base.SupportsTheoremOracle`)."""
 
     # --- exact quantities of the dense problem, for Theorem 1 ------------------------------
 
-    def _require_dense(self) -> None:
-        if not self.dense:
-            raise ConfigError("the bound needs the dense synthetic backend (set dense=true)")
-
     def local_objectives(self, delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Dense only: F_k(Δ) (K,) and ∇F_k(Δ) (K, C, h1) on every UE's whole local set."""
-        self._require_dense()
+        """F_k(Δ) (K,) and ∇F_k(Δ) (K, C, h1) on every UE's whole local set."""
         Z = self.x_train @ (self.W_base + delta).T
         logp = _log_softmax(Z)
         rows = np.arange(len(self.y_train))
@@ -327,8 +336,7 @@ class SyntheticBackend:
         return F, grads
 
     def global_objective(self, delta: np.ndarray) -> tuple[float, np.ndarray]:
-        """Dense only: F(Δ) = Σ_k ω_k F_k(Δ) and its gradient (C, h1)."""
-        self._require_dense()
+        """F(Δ) = Σ_k ω_k F_k(Δ) and its gradient (C, h1)."""
         Z = self.x_train @ (self.W_base + delta).T
         logp = _log_softmax(Z)
         rows = np.arange(len(self.y_train))
@@ -339,13 +347,12 @@ class SyntheticBackend:
         return float(F), G.T @ self.x_train / N + self.l2 * delta
 
     def smoothness(self) -> tuple[float, float]:
-        """Dense only: (μ, L) of Assumption 1, valid for every F_k at every point.
+        """(μ, L) of Assumption 1, valid for every F_k at every point.
 
         The Hessian of F_k is (1/n_k) Σ_i (diag p_i − p_i p_iᵀ) ⊗ φ_i φ_iᵀ + l2 I. The softmax
         block has eigenvalues in [0, 1/2], so λ_max ≤ λ_max(Φ_kᵀΦ_k / n_k) / 2 + l2 = L_k, and
         λ_min → l2 as the logits saturate: μ = l2, L = max_k L_k.
         """
-        self._require_dense()
         L = 0.0
         for k in range(self.num_ues):  # K eigenproblems of size h1, once per run
             X = self.x_train[self.start[k]: self.start[k] + self.n[k]]
@@ -353,8 +360,7 @@ class SyntheticBackend:
         return self.l2, L
 
     def hessian_eigenvalues(self, delta: np.ndarray) -> tuple[float, float]:
-        """Dense only: (λ_min, λ_max) of the exact Hessian of F at Δ (for reporting)."""
-        self._require_dense()
+        """(λ_min, λ_max) of the exact Hessian of F at Δ (for reporting)."""
         P = _softmax(self.x_train @ (self.W_base + delta).T)
         N, C, h1 = len(self.y_train), self.C, self.h1
         H = np.zeros((C * h1, C * h1))
@@ -368,10 +374,9 @@ class SyntheticBackend:
         return float(ev[0] + self.l2), float(ev[-1] + self.l2)
 
     def optimum(self) -> tuple[float, np.ndarray]:
-        """Dense only: F* and θ* of the centralised strongly convex problem (L-BFGS to ‖∇F‖ ≤ 1e-10)."""
+        """F* and θ* of the centralised strongly convex problem (L-BFGS to ‖∇F‖ ≤ 1e-10)."""
         from scipy.optimize import minimize
 
-        self._require_dense()
         shape = (self.C, self.h1)
 
         def fun(v):
@@ -384,11 +389,3 @@ class SyntheticBackend:
         F, g = self.global_objective(delta)
         # the residual gradient bounds the error: F(θ) − F* ≤ ‖∇F‖² / (2 μ)
         return F - float((g**2).sum()) / (2 * self.l2), delta
-
-    # --- checkpointing -------------------------------------------------------------------
-
-    def state_dict(self) -> dict:
-        return {"rng": self.rng.bit_generator.state}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.rng.bit_generator.state = state["rng"]
