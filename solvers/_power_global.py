@@ -69,11 +69,14 @@ class _Data:
         return D, dD, F
 
 
-def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 4, max_depth: int = 60):
+def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 4, max_depth: int = 60,
+                maxima: bool = True):
     """Global minimiser of (21) for every UE. Arrays W, A (K, M); kappa, C (K,).
 
     Returns (p (K,), objective (K,), bound (K,), stationary points as a pair of arrays
-    (UE index, p), levels, n_cells).
+    (UE index, p), levels, n_cells). The stationary points include the interior local
+    maxima only with ``maxima`` (they are never the minimum; finding them costs a Newton
+    pass of their own).
     """
     K = W.shape[0]
     gamma = 2.0 / alpha
@@ -223,7 +226,7 @@ def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 4, max_depth: i
         D_root = d.at(kc, s_root)[5]
         tangent = F_root + np.minimum(D_root * (sa - s_root), D_root * (sb - s_root))
         np.minimum.at(lower, kc, tangent)
-    if concave_cells:  # local maxima, reported only
+    if concave_cells and maxima:  # local maxima, reported only
         cc = np.concatenate(concave_cells, axis=1)
         kc = cc[idx["k"]].astype(np.intp)
         s_root, _ = _newton(d, kc, cc[idx["sa"]], cc[idx["sb"]], -cc[idx["Da"]],

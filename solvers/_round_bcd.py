@@ -15,7 +15,7 @@ import numpy as np
 from ..costs import RoundSystem
 from ..instances import bandwidth_instance, bandwidth_to_matrix, power_batch
 from .bandwidth import solve_bandwidth
-from .power import solve_power_batch
+from .power import global_powers, solve_power_batch
 
 __all__ = ["RoundOptions", "bcd", "bcd_once", "escape"]
 
@@ -105,10 +105,13 @@ def bcd_once(sys_: RoundSystem, x: np.ndarray, p0, opts: RoundOptions,
     it = 0
     for it in range(1, (opts.max_iter if sweeps is None else sweeps) + 1):  # noqa: B007
         # only the UEs with a scheduled pair enter the batch (the others keep p)
-        sol = solve_power_batch(power_batch(x=x[on], b=b[on], p_min=sys_.P_min,
-                                            p_max=sys_.P_max, **sub), **pkw)
+        batch = power_batch(x=x[on], b=b[on], p_min=sys_.P_min, p_max=sys_.P_max, **sub)
         p_new = p.copy()
-        p_new[on] = np.asarray(sol.x, float)
+        if opts.power_method in (None, "auto", "global"):
+            # BCD uses p alone: the certified minimiser without the bound's bookkeeping
+            p_new[on] = global_powers(batch, maxima=False)[0]
+        else:
+            p_new[on] = np.asarray(solve_power_batch(batch, **pkw).x, float)
         inst = bandwidth_instance(x=x, p=p_new, b_min=sys_.b_min, **common)
         bw_new = solve_bandwidth(inst, **bkw)
         b_new = bandwidth_to_matrix(inst, np.asarray(bw_new.x, float))

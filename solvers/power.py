@@ -28,7 +28,7 @@ import numpy as np
 from ..instances import PowerBatch, PowerInstance
 from ._solution import EPS, Solution, certify, check_options, quiet, refuted
 
-__all__ = ["solve_power", "solve_power_batch", "POWER_METHODS"]
+__all__ = ["solve_power", "solve_power_batch", "global_powers", "POWER_METHODS"]
 
 POWER_METHODS = ("auto", "global", "ipopt", "bounded", "scip", "max")
 
@@ -176,6 +176,19 @@ def solve_power(instance: PowerInstance, method: str = "auto", tol: float = 1e-1
     raise AssertionError(method)
 
 
+def global_powers(batch: PowerBatch, maxima: bool = True):
+    """The certified global method on a batch: (p (K,) in [p_min, p_max], per-UE bound,
+    stationary points, levels, cells), as :func:`solve_power_batch` uses them. ``maxima=False``
+    skips locating the interior local maxima (reported only, never a candidate), for callers
+    that need p alone (BCD); p is the same."""
+    from ._power_global import solve_batch
+
+    p, _, bound, stat, levels, cells = solve_batch(batch.W, batch.A, batch.kappa, batch.C,
+                                                   batch.alpha, batch.p_min, batch.p_max,
+                                                   maxima=maxima)
+    return np.clip(p, batch.p_min, batch.p_max), bound, stat, levels, cells
+
+
 @quiet
 def solve_power_batch(batch: PowerBatch, method: str = "auto", tol: float = 1e-12,
                       time_limit: float = 60.0) -> Solution:
@@ -194,11 +207,7 @@ def solve_power_batch(batch: PowerBatch, method: str = "auto", tol: float = 1e-1
     t0 = time.perf_counter()
     K = batch.k
     if method in ("auto", "global"):
-        from ._power_global import solve_batch
-
-        p, obj, bound, stat, levels, cells = solve_batch(batch.W, batch.A, batch.kappa, batch.C,
-                                                         batch.alpha, batch.p_min, batch.p_max)
-        p = np.clip(p, batch.p_min, batch.p_max)
+        p, bound, stat, levels, cells = global_powers(batch)
         per = batch.objective(p)
         total = math.fsum(per.tolist())
         err, scale = power_rounding(batch.W, batch.A, batch.kappa, batch.alpha, batch.C, p)
