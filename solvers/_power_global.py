@@ -63,6 +63,30 @@ class _Data:
         D = Ce - np.sum(W * X * Y, axis=0)
         return X, Y, Xp, Ce, F, D
 
+    def points(self, k: np.ndarray, s: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`at` packed into one array (R, n) (rows of :func:`_rows`), in ``out`` if
+        given; the same operations, so the same values."""
+        M = self.WT.shape[0]
+        S, CE, FF, DD, X_, Y_, XP = _rows(M)
+        E = np.empty((4 + 3 * M, s.size)) if out is None else out
+        W, A = self.WT.take(k, axis=1), self.AT.take(k, axis=1)
+        kap = self.kappa[k]
+        t1 = np.exp(-s)
+        t2 = np.exp(-self.g * s)
+        with np.errstate(over="ignore"):  # A/p = inf is q = 0, exactly right
+            At1 = A * t1
+            kt2 = kap * t2
+        em = np.expm1(-(At1 + kt2))  # q − 1, accurate when u is small
+        X, Y = E[X_], E[Y_]
+        np.add(1.0, em, out=Y)
+        np.add(At1, self.g * kt2, out=X)
+        np.subtract(-At1, (self.g * self.g) * kt2, out=E[XP])
+        E[S] = s
+        Ce = np.multiply(self.C[k], np.exp(s), out=E[CE])
+        np.subtract(Ce, np.sum(W * em, axis=0), out=E[FF])
+        np.subtract(Ce, np.sum(W * X * Y, axis=0), out=E[DD])
+        return E
+
     def d_and_dd(self, k, s):
         X, Y, Xp, Ce, F, D = self.at(k, s)
         dD = Ce - np.sum(self.WT.take(k, axis=1) * Y * (Xp + X * X), axis=0)
@@ -96,73 +120,65 @@ def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 4, max_depth: i
         return p, obj, bound, (np.zeros(0, int), np.zeros(0)), 0, 0
     d = _Data(W, A, kappa, C, gamma)
     s0, s1 = math.log(p_min), math.log(p_max)
-    # initial grid: points (live, grid+1)
-    sg = np.linspace(s0, s1, grid + 1)
-    kk = np.repeat(live, grid + 1)
-    ss = np.tile(sg, live.size)
-    X, Y, Xp, Ce, F, D = d.at(kk, ss)
-    n = live.size
-    ia = (np.arange(n)[:, None] * (grid + 1) + np.arange(grid)[None, :]).ravel()
-    ib = ia + 1
     M = W.shape[1]
-    idx, R = _layout(M)
-    arr = np.empty((R, ia.size))
-    arr[idx["k"]] = kk[ia]
-    arr[idx["sa"]], arr[idx["sb"]] = ss[ia], ss[ib]
-    arr[idx["Ca"]], arr[idx["Fa"]], arr[idx["Da"]] = Ce[ia], F[ia], D[ia]
-    arr[idx["Cb"]], arr[idx["Fb"]], arr[idx["Db"]] = Ce[ib], F[ib], D[ib]
-    arr[idx["Xa"]], arr[idx["Ya"]], arr[idx["Xpa"]] = X.take(ia, 1), Y.take(ia, 1), Xp.take(ia, 1)
-    arr[idx["Xb"]], arr[idx["Yb"]], arr[idx["Xpb"]] = X.take(ib, 1), Y.take(ib, 1), Xp.take(ib, 1)
-    # best endpoint so far per UE (all grid points are candidates)
-    cand_k, cand_s, cand_F = [kk], [ss], [F]
+    S, CE, FF, DD, X_, Y_, XP = _rows(M)
+    n = live.size
+    # initial grid, point-major: point j of UE live[i] is column j·n + i, so the cells
+    # (points j, j+1) are two column ranges of P, views (no packing)
+    sg = np.linspace(s0, s1, grid + 1)
+    kk = np.tile(live, grid + 1)
+    ss = np.repeat(sg, n)
+    P = d.points(kk, ss)
+    Ea, Eb = P[:, :grid * n], P[:, n:]  # the cells' ends a and b: rows of _rows(M)
+    kcell = np.tile(live, grid)
+    # candidate points (all grid points and midpoints, then Newton roots); per UE they keep
+    # the order of the splits, which breaks exact ties in F (_update_best)
+    cand_k, cand_s, cand_F = [kk], [ss], [P[FF]]
     lower = np.full(K, np.inf)  # bounds of degenerate cells
     convex_cells = []
     concave_cells = []
     levels = 0
-    n_cells = arr.shape[1]
-    while arr.shape[1] and levels <= max_depth:
+    n_cells = Ea.shape[1]
+    while Ea.shape[1] and levels <= max_depth:
         levels += 1
-        cell = {name: arr[i] for name, i in idx.items()}
-        kcell = cell["k"].astype(np.intp)
         Wk = d.WT.take(kcell, axis=1)
+        Xa, Ya, Xpa, Xb, Yb, Xpb = Ea[X_], Ea[Y_], Ea[XP], Eb[X_], Eb[Y_], Eb[XP]
         # rounding scale of D: the size of its terms (X Y, not X alone: Y may underflow)
-        scale = cell["Cb"] + np.sum(Wk * np.maximum(cell["Xa"] * cell["Yb"], 0.0), axis=0) + 1e-300
-        Xa, Xb, Xpa, Xpb = cell["Xa"], cell["Xb"], cell["Xpa"], cell["Xpb"]
+        scale = Eb[CE] + np.sum(Wk * np.maximum(Xa * Yb, 0.0), axis=0) + 1e-300
         Xa2, Xb2 = Xa * Xa, Xb * Xb
         Zl = Xpa + Xb2
         Zu = Xpb + Xa2
         # each term X_m Y_m is monotone in s where Z_m = X'_m + X_m² keeps its sign
         # (d(XY)/ds = Y Z): then its endpoint values bound it exactly
-        XYa = cell["Xa"] * cell["Ya"]
-        XYb = cell["Xb"] * cell["Yb"]
+        XYa = Xa * Ya
+        XYb = Xb * Yb
         mono = (Zl > 0) | (Zu < 0)
-        t_hi = np.where(mono, np.maximum(XYa, XYb), cell["Xa"] * cell["Yb"])
-        t_lo = np.where(mono, np.minimum(XYa, XYb), cell["Xb"] * cell["Ya"])
-        D_low = cell["Ca"] - np.sum(Wk * t_hi, axis=0)
-        D_up = cell["Cb"] - np.sum(Wk * t_lo, axis=0)
+        t_hi = np.where(mono, np.maximum(XYa, XYb), Xa * Yb)
+        t_lo = np.where(mono, np.minimum(XYa, XYb), Xb * Ya)
+        D_low = Ea[CE] - np.sum(Wk * t_hi, axis=0)
+        D_up = Eb[CE] - np.sum(Wk * t_lo, axis=0)
         monotone = (D_low > MARGIN * scale) | (D_up < -MARGIN * scale)
         # flat cells: F changes by at most max|D|·width, below 1e-15 of F; keep the
         # rigorous bound F(s_a) + min(0, D_low)·width and stop refining them
-        width = cell["sb"] - cell["sa"]
+        width = Eb[S] - Ea[S]
         flat = ~monotone & (np.maximum(np.abs(D_low), np.abs(D_up)) * width
-                            <= 1e-15 * np.abs(cell["Fa"]) + 1e-300)
+                            <= 1e-15 * np.abs(Ea[FF]) + 1e-300)
         if flat.any():
-            lb = cell["Fa"][flat] + np.minimum(0.0, D_low[flat]) * width[flat]
+            lb = Ea[FF][flat] + np.minimum(0.0, D_low[flat]) * width[flat]
             np.minimum.at(lower, kcell[flat], lb)
             monotone |= flat
         if monotone.all():
             break
         if monotone.any():  # done with these: their minimum is an endpoint (a candidate)
             keep = ~monotone
-            arr = arr.compress(keep, axis=1)
-            cell = {name: arr[i] for name, i in idx.items()}
+            Ea, Eb = Ea.compress(keep, axis=1), Eb.compress(keep, axis=1)
             kcell = kcell[keep]
             Wk, Zl, Zu, D_low = (Wk.compress(keep, 1), Zl.compress(keep, 1), Zu.compress(keep, 1),
                                  D_low[keep])
-            Xa, Xb, Xpa, Xpb = cell["Xa"], cell["Xb"], cell["Xpa"], cell["Xpb"]
+            Xa, Ya, Xpa, Xb, Yb, Xpb = Ea[X_], Ea[Y_], Ea[XP], Eb[X_], Eb[Y_], Eb[XP]
             Xa2, Xb2 = Xa2.compress(keep, 1), Xb2.compress(keep, 1)
-        T_up = np.maximum(Zu * cell["Ya"], Zu * cell["Yb"])
-        T_low = np.minimum(Zl * cell["Ya"], Zl * cell["Yb"])
+        T_up = np.maximum(Zu * Ya, Zu * Yb)
+        T_low = np.minimum(Zl * Ya, Zl * Yb)
         # T_m = Y_m Z_m is monotone where G = X³ + 3 X X' + X'' keeps its sign
         # (dT/ds = Y G; X'' = −γX − (1+γ)X' decreases): then its endpoint values bound it
         X2a = -gamma * Xa - (1 + gamma) * Xpa
@@ -171,51 +187,50 @@ def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 4, max_depth: i
         G_up = Xa2 * Xa + 3 * Xb * Xpb + X2a
         monoT = (G_low > 0) | (G_up < 0)
         if monoT.any():
-            Ta = cell["Ya"] * (Xpa + Xa2)
-            Tb = cell["Yb"] * (Xpb + Xb2)
+            Ta = Ya * (Xpa + Xa2)
+            Tb = Yb * (Xpb + Xb2)
             T_up = np.where(monoT, np.maximum(Ta, Tb), T_up)
             T_low = np.where(monoT, np.minimum(Ta, Tb), T_low)
-        scale2 = cell["Cb"] + np.sum(Wk * cell["Yb"] * (Xa2 - Xpa), axis=0) + 1e-300
-        DD_low = cell["Ca"] - np.sum(Wk * T_up, axis=0)
-        DD_up = cell["Cb"] - np.sum(Wk * T_low, axis=0)
+        scale2 = Eb[CE] + np.sum(Wk * Yb * (Xa2 - Xpa), axis=0) + 1e-300
+        DD_low = Ea[CE] - np.sum(Wk * T_up, axis=0)
+        DD_up = Eb[CE] - np.sum(Wk * T_low, axis=0)
         convex = DD_low > MARGIN * scale2
         concave = ~convex & (DD_up < -MARGIN * scale2)
         # convex cells with a sign change of D hold one interior minimum
-        sc = convex & (cell["Da"] < 0) & (cell["Db"] > 0)
+        sc = convex & (Ea[DD] < 0) & (Eb[DD] > 0)
         if sc.any():
-            convex_cells.append(arr.compress(sc, axis=1))
-        sm_ = concave & (cell["Da"] > 0) & (cell["Db"] < 0)  # one local maximum inside
-        if sm_.any():
-            concave_cells.append(arr.compress(sm_, axis=1))
+            convex_cells.append((kcell[sc], Ea[S][sc], Eb[S][sc], Ea[DD][sc], Eb[DD][sc]))
+        sm_ = concave & (Ea[DD] > 0) & (Eb[DD] < 0)  # one local maximum inside
+        if maxima and sm_.any():
+            concave_cells.append((kcell[sm_], Ea[S][sm_], Eb[S][sm_], Ea[DD][sm_], Eb[DD][sm_]))
         undecided = ~(convex | concave)
         if levels > max_depth or n_cells > 64 * n + 10_000:  # cap: keep rigorous bounds
             u = undecided
             if u.any():
-                lb = cell["Fa"][u] + np.minimum(0.0, D_low[u]) * (cell["sb"][u] - cell["sa"][u])
+                lb = Ea[FF][u] + np.minimum(0.0, D_low[u]) * (Eb[S][u] - Ea[S][u])
                 np.minimum.at(lower, kcell[u], lb)
             break
         if not undecided.any():
             break
-        c = arr.compress(undecided, axis=1)
+        # split: the left halves (a, mid) come first, then the right halves (mid, b)
+        nu = int(np.count_nonzero(undecided))
         kc = kcell[undecided]
-        sm = 0.5 * (c[idx["sa"]] + c[idx["sb"]])
-        Xm, Ym, Xpm, Cm, Fm, Dm = d.at(kc, sm)
+        sm = 0.5 * (Ea[S][undecided] + Eb[S][undecided])
+        new_a, new_b = np.empty((Ea.shape[0], 2 * nu)), np.empty((Ea.shape[0], 2 * nu))
+        Em = d.points(kc, sm, out=new_a[:, nu:])
+        new_a[:, :nu] = Ea.compress(undecided, axis=1)
+        new_b[:, :nu] = Em
+        new_b[:, nu:] = Eb.compress(undecided, axis=1)
         cand_k.append(kc)
         cand_s.append(sm)
-        cand_F.append(Fm)
-        left = c.copy()
-        left[idx["sb"]], left[idx["Cb"]], left[idx["Fb"]], left[idx["Db"]] = sm, Cm, Fm, Dm
-        left[idx["Xb"]], left[idx["Yb"]], left[idx["Xpb"]] = Xm, Ym, Xpm
-        c[idx["sa"]], c[idx["Ca"]], c[idx["Fa"]], c[idx["Da"]] = sm, Cm, Fm, Dm
-        c[idx["Xa"]], c[idx["Ya"]], c[idx["Xpa"]] = Xm, Ym, Xpm
-        arr = np.concatenate([left, c], axis=1)
-        n_cells += arr.shape[1]
+        cand_F.append(Em[FF])
+        Ea, Eb = new_a, new_b
+        kcell = np.concatenate([kc, kc])
+        n_cells += Ea.shape[1]
     # Newton in each convex cell with a sign change
     if convex_cells:
-        cc = np.concatenate(convex_cells, axis=1)
-        kc = cc[idx["k"]].astype(np.intp)
-        sa, sb = cc[idx["sa"]], cc[idx["sb"]]
-        s_root, F_root = _newton(d, kc, sa, sb, cc[idx["Da"]], cc[idx["Db"]])
+        kc, sa, sb, Da, Db = (np.concatenate(v) for v in zip(*convex_cells))
+        s_root, F_root = _newton(d, kc, sa, sb, Da, Db)
         cand_k.append(kc)
         cand_s.append(s_root)
         cand_F.append(F_root)
@@ -226,11 +241,9 @@ def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 4, max_depth: i
         D_root = d.at(kc, s_root)[5]
         tangent = F_root + np.minimum(D_root * (sa - s_root), D_root * (sb - s_root))
         np.minimum.at(lower, kc, tangent)
-    if concave_cells and maxima:  # local maxima, reported only
-        cc = np.concatenate(concave_cells, axis=1)
-        kc = cc[idx["k"]].astype(np.intp)
-        s_root, _ = _newton(d, kc, cc[idx["sa"]], cc[idx["sb"]], -cc[idx["Da"]],
-                            -cc[idx["Db"]], sign=-1.0)
+    if concave_cells:  # local maxima, reported only
+        kc, sa, sb, Da, Db = (np.concatenate(v) for v in zip(*concave_cells))
+        s_root, _ = _newton(d, kc, sa, sb, -Da, -Db, sign=-1.0)
         st_k.append(kc)
         st_s.append(s_root)
     best_F = np.full(K, np.inf)
@@ -247,15 +260,10 @@ def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 4, max_depth: i
     return p, obj, bound, stationary, levels, n_cells
 
 
-def _layout(M: int) -> tuple[dict, int]:
-    """Rows of the packed cell array (R, n): scalars, then the (M,) endpoint vectors."""
-    names = ["k", "sa", "sb", "Ca", "Fa", "Da", "Cb", "Fb", "Db"]
-    idx: dict = {name: i for i, name in enumerate(names)}
-    off = len(names)
-    for name in ("Xa", "Ya", "Xpa", "Xb", "Yb", "Xpb"):
-        idx[name] = slice(off, off + M)
-        off += M
-    return idx, off
+def _rows(M: int) -> tuple:
+    """Rows of a packed array of points (R, n), R = 4 + 3M: s, C e^s, F, D, then X, Y, X'
+    (M rows each)."""
+    return 0, 1, 2, 3, slice(4, 4 + M), slice(4 + M, 4 + 2 * M), slice(4 + 2 * M, 4 + 3 * M)
 
 
 def _update_best(best_F, best_s, k, s, F):
