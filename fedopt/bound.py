@@ -28,7 +28,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["coefficients", "unrolled_bound", "fit_envelope", "run_bound"]
+from .backends.base import SupportsTheoremOracle
+from .errors import ConfigError
+
+__all__ = ["coefficients", "unrolled_bound", "fit_envelope", "TheoremTracker", "evaluate_bound"]
 
 
 def coefficients(x: np.ndarray, q: np.ndarray, omega: np.ndarray, mu: float, L: float,
@@ -72,22 +75,60 @@ def fit_envelope(gk_max: np.ndarray, g_sq: np.ndarray, score=None,
     return best
 
 
-def run_bound(sim) -> dict[str, Any]:
-    """Evaluate Theorem 1 on a finished :class:`fedopt.fl.Simulation` run with ``track_bound``.
+class TheoremTracker:
+    """A round observer (:class:`fedopt.fl.round.RoundObserver`) that records, at every
+    module's θ_m^t before each round, F(θ_m^t) − F*, max_k ‖∇F_k‖² and ‖∇F‖², on a backend
+    with the exact oracle (:class:`~fedopt.backends.SupportsTheoremOracle`: the dense
+    synthetic backend). F*, θ* and (μ, L) are computed once, here."""
 
-    Returns ``gap`` and ``bound`` (T+1, M), ``A`` and ``B`` (T, M) and the constants.
-    """
-    backend = sim.backend
-    trace = sim.bound_trace
-    if len(trace["gap"]) == sim.t:  # the gap after the last round
-        sim._record_gap()
+    def __init__(self, oracle: SupportsTheoremOracle,
+                 smoothness: tuple[float, float] | None = None) -> None:
+        if not isinstance(oracle, SupportsTheoremOracle):
+            raise ConfigError("--bound needs the dense synthetic backend (backend=synthetic, dense=true)")
+        self.oracle = oracle
+        self.F_star, self.theta_star = oracle.optimum()
+        self.mu, self.L = smoothness if smoothness is not None else oracle.smoothness()
+        n = np.asarray(oracle.data_sizes(), float)
+        self.omega = n / n.sum()
+        self.trace: dict[str, list] = {"gap": [], "gk_max": [], "g_sq": []}
+
+    def record(self, params: list) -> None:
+        """One entry per module of ``params`` (θ^t)."""
+        gaps, gk, g = [], [], []
+        for p in params:
+            Fk, grads = self.oracle.local_objectives(p["W"])
+            grad_F = np.tensordot(self.omega, grads, axes=1)
+            gaps.append(float(self.omega @ Fk) - self.F_star)
+            gk.append(float((grads**2).sum(axis=(1, 2)).max()))
+            g.append(float((grad_F**2).sum()))
+        self.trace["gap"].append(gaps)
+        self.trace["gk_max"].append(gk)
+        self.trace["g_sq"].append(g)
+
+    def on_plan(self, engine, plan) -> None:
+        if len(self.trace["gap"]) == plan.t:  # once per round (a resumed run has the rest)
+            self.record(plan.params)
+
+    def on_complete(self, engine, plan, params, row) -> None:
+        pass
+
+    def bound(self, x: np.ndarray, q: np.ndarray, lr: float, final_params: list) -> dict[str, Any]:
+        """Theorem 1 on the finished run: ``x``, ``q`` (T, K, M) as played, ``final_params``
+        θ^T. Returns ``gap`` and ``bound`` (T+1, M), ``A`` and ``B`` (T, M) and the constants."""
+        if len(self.trace["gap"]) == len(x):  # the gap after the last round
+            self.record(final_params)
+        return evaluate_bound(self.trace, np.asarray(x, float), np.asarray(q, float), self.omega,
+                              self.mu, self.L, self.F_star, lr,
+                              self.oracle.hessian_eigenvalues(self.theta_star))
+
+
+def evaluate_bound(trace: dict[str, list], x: np.ndarray, q: np.ndarray, omega: np.ndarray,
+                   mu: float, L: float, F_star: float, lr: float,
+                   hessian_at_optimum: tuple[float, float]) -> dict[str, Any]:
+    """(5)-(6) with (ξ₁, ξ₂) fitted to the recorded trace (see the module docstring)."""
     gap = np.asarray(trace["gap"], float)
     gk = np.asarray(trace["gk_max"], float)
     g = np.asarray(trace["g_sq"], float)
-    x = np.asarray(sim.trace["x"], float)
-    q = np.asarray(sim.trace["q"], float)
-    omega = backend.n / backend.n.sum()
-    mu, L = sim.mu, sim.L
 
     def score(xi1, xi2):
         A, B = coefficients(x, q, omega, mu, L, xi1, xi2)
@@ -97,12 +138,11 @@ def run_bound(sim) -> dict[str, Any]:
     A, B = coefficients(x, q, omega, mu, L, xi1, xi2)
     bound = unrolled_bound(gap[0], A, B)
     ratio = gap[1:] / np.maximum(bound[1:], 1e-300)  # bound[0] is gap[0] by construction
-    lam_min, lam_max = backend.hessian_eigenvalues(sim.theta_star)
     return {
         "gap": gap, "bound": bound, "A": A, "B": B,
-        "mu": mu, "L": L, "xi1": xi1, "xi2": xi2, "F_star": sim.F_star,
-        "lr": sim.system.lr,
-        "hessian_at_optimum": [lam_min, lam_max],
+        "mu": mu, "L": L, "xi1": xi1, "xi2": xi2, "F_star": F_star,
+        "lr": lr,
+        "hessian_at_optimum": list(hessian_at_optimum),
         "final_gap": gap[-1].tolist(), "final_bound": bound[-1].tolist(),
         "max_ratio": float(ratio.max()) if ratio.size else 0.0,
         "holds": bool(np.all(gap <= bound * (1 + 1e-9) + 1e-12)),

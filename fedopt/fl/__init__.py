@@ -1,7 +1,11 @@
-"""The federated fine-tuning runtime: rounds, aggregation (1), checkpoints and metrics."""
+"""The federated fine-tuning runtime: the round engine, its drivers' shared set-up,
+aggregation (1), checkpoints and metrics."""
 
 from .aggregation import aggregate_round, aggregation_weights
 from .config import RUN_KEYS, RunConfig
+from .round import RoundEngine
 from .runtime import Simulation, simulate
+from .setup import RunSetup, build_run, make_engine
 
-__all__ = ["RUN_KEYS", "RunConfig", "Simulation", "aggregate_round", "aggregation_weights", "simulate"]
+__all__ = ["RUN_KEYS", "RoundEngine", "RunConfig", "RunSetup", "Simulation", "aggregate_round",
+           "aggregation_weights", "build_run", "make_engine", "simulate"]

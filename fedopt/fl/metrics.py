@@ -13,7 +13,8 @@ import numpy as np
 
 from ..runfolder import atomic_write_text
 
-__all__ = ["write_csv", "summarize", "write_json", "plot_run", "rounds_to_target"]
+__all__ = ["write_csv", "summarize", "write_json", "plot_run", "rounds_to_target",
+           "EnsembleEvaluation"]
 
 
 def write_csv(rows: list[dict[str, Any]], path: str | Path) -> None:
@@ -157,3 +158,23 @@ def plot_run(rows: list[dict[str, Any]], folder: str | Path, title: str = "",
         ax.legend(fontsize=7)
         save(fig, "bound.png")
     return paths
+
+
+class EnsembleEvaluation:
+    """A round observer (:class:`fedopt.fl.round.RoundObserver`): after every ``every``-th
+    round and the last one, the backend scores every UE's ensemble (3) at θ^{t+1} and the
+    row gets ``accuracy``, ``global_accuracy``, ``loss`` and ``global_loss``."""
+
+    def __init__(self, backend, every: int, rounds: int) -> None:
+        self.backend, self.every, self.rounds = backend, int(every), int(rounds)
+
+    def on_plan(self, engine, plan) -> None:
+        pass
+
+    def on_complete(self, engine, plan, params, row: dict[str, Any]) -> None:
+        t = plan.t
+        if (t + 1) % self.every and t + 1 != self.rounds:
+            return
+        ev = self.backend.evaluate(params, engine.ensembles)
+        row.update(accuracy=ev.accuracy, global_accuracy=ev.global_accuracy, loss=ev.loss,
+                   global_loss=ev.global_loss)

@@ -1,24 +1,20 @@
-"""The switching-based federated fine-tuning runtime: Algorithm 2 round after round.
+"""``fedopt simulate``: Algorithm 2 round after round, a thin driver of the round engine.
 
-Each round t (MODEL.md, "Algorithm 2"):
+Each round t (MODEL.md, "Algorithm 2"; the round itself is :class:`~fedopt.fl.round.RoundEngine`):
 
-1. mobility moves the UEs (``mobility_step``) and the state is observed: positions, and the
-   backend's measurements of loss and ‖∇‖² per (UE, module) pair;
-2. the :class:`~fedopt.allocator.RoundAllocator` returns (x, p, b, q, E);
-3. every subscribed pair trains locally (one vectorised backend call);
-4. each upload succeeds with s ~ Bernoulli(q);
-5. the gNB aggregates every module by (1), normalised over received or subscribed uploads;
-6. the round's metrics are logged: accuracy (ω-weighted per-UE ensembles (3) and global),
-   loss, energy (computation / communication), bandwidth, success rate, participation, Φ^t.
-
-Measurements for the state (ours; MODEL.md says only "the backend's measured ℓ and ‖∇‖²"):
-a share ``probe_fraction`` of all pairs (every pair in round 0) is probed at the current θ_m^t
-with ``backend.probe``; pairs that trained last round and were not probed report the loss and
-‖∇‖² of their local update; every other pair is NaN and the allocator keeps its last estimate.
+1. the channel model moves the UEs (``mobility_step``); the backend probes the engine's probe
+   mask at θ^t (every pair in round 0, a share ``probe_fraction`` later);
+2. the engine plans: measurements merged, the :class:`~fedopt.allocator.RoundAllocator`
+   returns (x, p, b, q, E);
+3. every scheduled pair trains locally (one vectorised backend call);
+4. the engine completes the round: uplink draw (15), aggregation (eq. (1) per module, or a
+   baseline's rule), bookkeeping and the metrics row; its observers evaluate the ensembles
+   (3), track Theorem 1 (``--bound``) and write checkpoints.
 
 Reproducibility: one ``SeedSequence(seed)`` spawns the population, backend, channel/mobility
-and allocator streams; every stream's state sits in the checkpoint, which is written
-atomically every ``checkpoint_every`` rounds, so a resumed run ends bit-identical.
+and allocator streams (:func:`~fedopt.fl.setup.build_run`); every stream's state sits in the
+checkpoint, which is written atomically every ``checkpoint_every`` rounds, so a resumed run
+ends bit-identical.
 """
 
 from __future__ import annotations
@@ -30,37 +26,16 @@ from typing import Any
 
 import numpy as np
 
-from ..allocator import RoundAllocator, RoundState
-from ..backends import ModuleSpec, PairBatch, make_backend
+from ..backends import PairBatch, SupportsSaving
 from ..errors import ConfigError, FedoptError, StateFileError
-from ..population import draw_population
 from ..runfolder import atomic_write_text, remove_stale_temporaries
-from .aggregation import aggregate_round, aggregation_weights
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import RunConfig
-from .metrics import plot_run, summarize, write_csv, write_json
-from .mobility import random_walk
+from .metrics import EnsembleEvaluation, plot_run, summarize, write_csv, write_json
+from .round import Observation, RoundResults
+from .setup import build_run, make_engine
 
 __all__ = ["Simulation", "simulate"]
-
-
-def _make_allocator(run: RunConfig, system, population, seed_seq: np.random.SeedSequence
-                    ) -> RoundAllocator:
-    """The run's allocator; its ``state_dict()`` (plain data, a
-    :class:`fedopt.safestate.Stateful`) goes into the checkpoint."""
-    kwargs: dict[str, Any] = {"policy": run.policy}
-    if run.power_method is not None:
-        kwargs["power_method"] = run.power_method
-    if run.bandwidth_method is not None:
-        kwargs["bandwidth_method"] = run.bandwidth_method
-    kwargs["seed"] = int(seed_seq.generate_state(1)[0])
-    kwargs["module_bits"] = np.asarray(population.S, float)
-    kwargs["phi"] = np.asarray(population.phi, float)
-    kwargs["on_infeasible"] = "flag"  # UEs that miss the deadline are reported per round
-    try:
-        return RoundAllocator(system, **kwargs)
-    except ValueError as exc:  # unknown method names etc.
-        raise ConfigError(str(exc)) from None
 
 
 def _like(got: Any, fresh: Any, where: str) -> str | None:
@@ -145,81 +120,102 @@ def _state_misfit(state: Any, fresh: dict[str, Any], rounds: int) -> str | None:
     return None
 
 
+class Checkpointer:
+    """A round observer: the run's state into ``out`` every ``every`` rounds (not after the
+    last one: :meth:`Simulation.finish` writes that)."""
+
+    def __init__(self, sim: Simulation, every: int) -> None:
+        self.sim, self.every = sim, int(every)
+
+    def on_plan(self, engine, plan) -> None:
+        pass
+
+    def on_complete(self, engine, plan, params, row) -> None:
+        t, sim = engine.t, self.sim
+        if sim.out is not None and self.every and t % self.every == 0 and t < sim.run_cfg.rounds:
+            save_checkpoint(sim.state_dict(params), sim.out)
+
+
 class Simulation:
-    """One run of the runtime; :meth:`run` executes (or resumes) it and writes ``out``."""
+    """One run of the runtime; :meth:`run` executes (or resumes) it and writes ``out``.
+
+    ``rule``: the aggregation rule (``fedavg``: eq. (1) per module; ``hetlora`` /
+    ``flexlora``: the rank-level baselines, :mod:`fedopt.baselines.rules`), ``prune_lambda``
+    HetLoRA's self-pruning. ``track_bound``: Theorem 1's tracker (dense synthetic backend)."""
 
     def __init__(self, run: RunConfig, out: str | Path | None = None, *, progress: bool = True,
-                 track_bound: bool = False) -> None:
+                 track_bound: bool = False, rule: str = "fedavg", prune_lambda: float = 0.0
+                 ) -> None:
         self.run_cfg = run
         self.out = Path(out) if out is not None else None
         self.progress = progress
         self.track_bound = track_bound
-        self._setup()
+        setup = build_run(run, rule, prune_lambda=prune_lambda)
+        self.setup = setup
+        self.system, self.backend, self.specs = setup.system, setup.backend, setup.specs
+        self.params = setup.params
+        self.tracker = None
+        if track_bound:
+            from ..bound import TheoremTracker
 
-    # --- construction ---------------------------------------------------------------------
+            self.tracker = TheoremTracker(self.backend, setup.smoothness)
+        observers = [EnsembleEvaluation(self.backend, run.eval_every, run.rounds),
+                     Checkpointer(self, run.checkpoint_every)]
+        if self.tracker is not None:
+            observers.append(self.tracker)
+        self.engine = make_engine(setup, observers=observers)
+        self.allocator = self.engine.allocator
+        self.rule = self.engine.rule
 
-    def _setup(self) -> None:
-        run = self.run_cfg
-        pop_ss, backend_ss, channel_ss, alloc_ss = np.random.SeedSequence(run.seed).spawn(4)
-        nominal = run.system.replace(module_size="nominal")
-        pop = draw_population(nominal, np.random.default_rng(pop_ss))
-        backend = make_backend(run.backend, run.system, pop, backend_ss, **run.backend_kwargs())
-        self.specs = [ModuleSpec(m, r) for m, r in enumerate(run.system.ranks)]
-        if run.system.module_size == "backend":
-            counts = np.array([backend.num_params(s) for s in self.specs], dtype=float)
-            pop = draw_population(run.system, np.random.default_rng(pop_ss), module_params=counts)
-        system = run.system
-        if self.track_bound and not getattr(backend, "dense", False):
-            raise ConfigError("--bound needs the dense synthetic backend (backend=synthetic, dense=true)")
-        if run.step_size == "inverse_L":
-            if not hasattr(backend, "smoothness"):
-                raise ConfigError("step_size: 'inverse_L' needs a backend with a known L (dense synthetic)")
-            self.mu, self.L = backend.smoothness()
-            system = system.replace(lr=1.0 / self.L)  # eta = 1/L, also in Gamma = (eta/2)||g||^2
-        self.system = system
-        self.pop = pop
-        self.backend = backend
-        self.rng = np.random.default_rng(channel_ss)
-        self.params = backend.init_modules(self.specs)
-        self.allocator = _make_allocator(run, system, pop, alloc_ss)
-        K, M = pop.K, pop.M
-        self.t = 0
-        self.rows: list[dict[str, Any]] = []
-        self.ensembles = np.ones((K, M), dtype=bool)  # before a UE subscribes: all modules
-        self.participation = np.zeros(K)
-        self.last_loss = np.full((K, M), np.nan)  # the latest estimate of every pair
-        self.last_grad_sq = np.full((K, M), np.nan)
-        self.trained_loss = np.full((K, M), np.nan)  # last round's local-update measurements
-        self.trained_grad_sq = np.full((K, M), np.nan)
-        self.trace: dict[str, list] = {"x": [], "q": [], "s": []}
-        self.bound_trace: dict[str, list] = {"gap": [], "gk_max": [], "g_sq": []}
-        if self.track_bound:
-            self.F_star, self.theta_star = backend.optimum()
-            if run.step_size != "inverse_L":
-                self.mu, self.L = backend.smoothness()
+    # --- the engine's state, as the run's ---------------------------------------------------
+
+    @property
+    def t(self) -> int:
+        return self.engine.t
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return self.engine.rows
+
+    @property
+    def trace(self) -> dict[str, list]:
+        return self.engine.trace
+
+    @property
+    def ensembles(self) -> np.ndarray:
+        return self.engine.ensembles
+
+    @property
+    def participation(self) -> np.ndarray:
+        return self.engine.participation
+
+    @property
+    def pop(self):
+        """The population at the UEs' current positions."""
+        return self.setup.pop.with_positions(self.engine.channel_fn.positions)
+
+    def samples(self) -> np.ndarray:
+        """D_k^t the allocator plans with (:meth:`RunSetup.samples`)."""
+        return self.setup.samples()
 
     # --- checkpoint state -----------------------------------------------------------------
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, params: list | None = None) -> dict[str, Any]:
         """Plain data only (a :mod:`fedopt.safestate` tree): the checkpoint never pickles."""
-        return {
-            "t": self.t,
+        engine = self.engine.state_dict()
+        state = {  # the order of earlier versions (the arrays' numbering follows it)
+            "t": engine.pop("t"),
             "config": self.run_cfg.to_flat_dict(),
-            "params": self.params,
-            "allocator": self.allocator.state_dict(),
+            "params": self.params if params is None else params,
+            "allocator": engine.pop("allocator"),
             "backend": self.backend.state_dict(),
-            "rng": self.rng.bit_generator.state,
-            "positions": np.array(self.pop.positions),
-            "rows": self.rows,
-            "ensembles": self.ensembles,
-            "participation": self.participation,
-            "last_loss": self.last_loss,
-            "last_grad_sq": self.last_grad_sq,
-            "trained_loss": self.trained_loss,
-            "trained_grad_sq": self.trained_grad_sq,
-            "trace": self.trace,
-            "bound_trace": self.bound_trace,
+            "rng": engine.pop("rng"),
+            "positions": np.array(self.engine.channel_fn.positions),
+            **engine,
+            "bound_trace": (self.tracker.trace if self.tracker is not None
+                            else {"gap": [], "gk_max": [], "g_sq": []}),
         }
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         try:
@@ -237,140 +233,34 @@ class Simulation:
                                  f"({type(exc).__name__}: {exc})") from None
 
     def _load_state(self, state: dict[str, Any]) -> None:
-        if state["config"] != self.run_cfg.to_flat_dict():
-            raise ConfigError("--resume: the checkpoint was written with a different config")
-        self.t = int(state["t"])
+        self.engine.load_state_dict(state)
         self.params = state["params"]
-        self.allocator.load_state_dict(state["allocator"])
         self.backend.load_state_dict(state["backend"])
-        self.rng.bit_generator.state = state["rng"]
-        self.pop = self.pop.with_positions(state["positions"])
-        for key in ("rows", "ensembles", "participation", "last_loss", "last_grad_sq",
-                    "trained_loss", "trained_grad_sq", "trace", "bound_trace"):
-            setattr(self, key, state[key])
+        self.engine.channel_fn.positions = np.asarray(state["positions"], float)
+        if self.tracker is not None:
+            self.tracker.trace = state["bound_trace"]
 
     # --- one round ------------------------------------------------------------------------
 
-    def _measure(self) -> tuple[np.ndarray, np.ndarray]:
-        """This round's measured (loss, ‖∇‖²), (K, M), NaN where not measured."""
-        K, M = self.pop.K, self.pop.M
-        loss, gsq = self.trained_loss.copy(), self.trained_grad_sq.copy()
-        frac = 1.0 if self.t == 0 else self.run_cfg.probe_fraction
-        probe = self.rng.random((K, M)) < frac if frac < 1.0 else np.ones((K, M), bool)
-        if probe.any():
-            pairs = PairBatch.from_mask(probe)
-            pl, pg = self.backend.probe(pairs, self.params)
-            loss[pairs.ue, pairs.module] = pl
-            gsq[pairs.ue, pairs.module] = pg
-        return loss, gsq
-
-    def _samples(self) -> np.ndarray:
-        if getattr(self.backend, "full_batch", False):
-            return self.backend.data_sizes()
-        return np.asarray(self.pop.D, dtype=float)
+    def observe(self) -> Observation:
+        """Step 1: the channel, and the backend's probes of the engine's probe mask at θ^t."""
+        engine, pop = self.engine, self.setup.pop
+        channel = engine.channel()
+        mask = engine.probe_mask()
+        loss = np.full(mask.shape, np.nan)
+        gsq = np.full(mask.shape, np.nan)
+        if mask.any():
+            pairs = PairBatch.from_mask(mask)
+            loss[pairs.ue, pairs.module], gsq[pairs.ue, pairs.module] = \
+                self.backend.probe(pairs, self.params)
+        return Observation(channel, pop.n_data, pop.f, pop.c, self.samples(), loss, gsq)
 
     def step(self) -> dict[str, Any]:
-        run, cfg, pop, backend = self.run_cfg, self.system, self.pop, self.backend
-        t = self.t
-        K, M = pop.K, pop.M
-        # 1. mobility and the observed state
-        if run.mobility_step > 0:
-            self.pop = pop = pop.with_positions(
-                random_walk(pop.positions, run.mobility_step, cfg.d_min, cfg.radius, self.rng))
-        loss, gsq = self._measure()
-        seen = ~np.isnan(loss)
-        self.last_loss[seen] = loss[seen]
-        self.last_grad_sq[seen] = gsq[seen]
-        if self.track_bound:
-            self._record_gap()
-        state = RoundState(t=t, distance=pop.d, data_size=np.asarray(pop.n_data, float),
-                           loss=loss, grad_sq=gsq, cpu_freq=pop.f, cycles_per_bit=pop.c,
-                           samples=self._samples())
-        # 2. allocate (x, p, b)
-        alloc = self.allocator.allocate(state)
-        x = np.asarray(alloc.x) > 0.5
-        q = np.asarray(alloc.q, dtype=float)
-        # 3. local training of every subscribed pair, in one call
-        pairs = PairBatch.from_mask(x)
-        res = backend.local_update(pairs, self.params, cfg.local_steps, cfg.lr)
-        self.trained_loss = np.full((K, M), np.nan)
-        self.trained_grad_sq = np.full((K, M), np.nan)
-        self.trained_loss[pairs.ue, pairs.module] = res.loss
-        self.trained_grad_sq[pairs.ue, pairs.module] = res.grad_sq
-        # 4. uploads succeed with probability q (15)
-        received = self.rng.random(len(pairs)) < q[pairs.ue, pairs.module]
-        # 5. aggregation (1)
-        self.params = self.aggregate(pairs, res, received)
-        # 6. metrics
-        active = x.any(axis=1)
-        self.ensembles[active] = x[active]
-        self.participation += x.sum(axis=1)
-        s_mat = np.zeros((K, M), bool)
-        s_mat[pairs.ue, pairs.module] = received
-        self.trace["x"].append(x.astype(np.int8))
-        self.trace["q"].append(np.where(x, q, 0.0).astype(np.float32))
-        self.trace["s"].append(s_mat)
-        row = self._row(t, x, q, received, alloc)
-        self.rows.append(row)
-        self.t += 1
+        """One round: observe, plan, train every scheduled pair in one call, complete."""
+        plan = self.engine.plan(self.observe(), self.params)
+        res = self.backend.local_update(plan.work, self.params, plan.local_steps, plan.lr)
+        self.params, row = self.engine.complete(plan, RoundResults.from_local(res))
         return row
-
-    def aggregate(self, pairs: PairBatch, res, received: np.ndarray) -> list:
-        """θ^{t+1} of every module from the round's received uploads, eq. (1). A baseline
-        scheme (:mod:`fedopt.baselines`: HetLoRA, FlexLoRA) overrides this hook."""
-        w = aggregation_weights(pairs.module, res.n_samples, received, self.pop.M,
-                                self.run_cfg.normalize)
-        return aggregate_round(self.backend, self.params, pairs.module, res.updates, w)
-
-    def _row(self, t: int, x, q, received, alloc) -> dict[str, Any]:
-        run, cfg, pop = self.run_cfg, self.system, self.pop
-        evaluate = (t + 1) % run.eval_every == 0 or t + 1 == run.rounds
-        ev = self.backend.evaluate(self.params, self.ensembles) if evaluate else None
-        omega = np.asarray(pop.omega)
-        # Phi^t of (7) at the latest estimates: Delta = l - min_m' l, Gamma = (eta/2)||g||^2
-        ll = np.nan_to_num(self.last_loss, nan=np.nanmax(self.last_loss, initial=0.0))
-        delta = ll - ll.min(axis=1, keepdims=True)
-        gamma = 0.5 * cfg.lr * np.nan_to_num(self.last_grad_sq)
-        phi = float(omega @ (x * delta + (1.0 - x * q) * gamma).sum(axis=1))
-        e_cmp = float(np.sum(np.where(x, alloc.energy_computation, 0.0)))
-        e_com = float(np.sum(np.where(x, alloc.energy_communication, 0.0)))
-        n_sub = int(x.sum())
-        nan = float("nan")
-        return {
-            "round": t,
-            "accuracy": ev.accuracy if ev else nan,
-            "global_accuracy": ev.global_accuracy if ev else nan,
-            "loss": ev.loss if ev else nan,
-            "global_loss": ev.global_loss if ev else nan,
-            "energy": e_cmp + e_com,
-            "energy_computation": e_cmp,
-            "energy_communication": e_com,
-            "bandwidth": float(np.sum(np.where(x, alloc.b, 0.0))),
-            "subscriptions": n_sub,
-            "received": int(np.sum(received)),
-            "success_rate": float(np.mean(received)) if n_sub else nan,
-            "expected_success": float(q[x].mean()) if n_sub else nan,
-            "participation": float(x.any(axis=1).mean()),
-            "phi": phi,
-            "rho_energy": cfg.rho * (e_cmp + e_com),
-            "objective": float(alloc.objective),
-            "mean_power": float(np.mean(alloc.p[x.any(axis=1)])) if n_sub else nan,
-            "stranded": len(alloc.extras.get("stranded", ())),
-        }
-
-    def _record_gap(self) -> None:
-        """Dense backend: F(θ_m^t) − F*, max_k ‖∇F_k‖² and ‖∇F‖² at every module's θ_m^t."""
-        gaps, gk, g = [], [], []
-        for p in self.params:
-            Fk, grads = self.backend.local_objectives(p["W"])
-            omega = self.backend.n / self.backend.n.sum()
-            grad_F = np.tensordot(omega, grads, axes=1)
-            gaps.append(float(omega @ Fk) - self.F_star)
-            gk.append(float((grads**2).sum(axis=(1, 2)).max()))
-            g.append(float((grad_F**2).sum()))
-        self.bound_trace["gap"].append(gaps)
-        self.bound_trace["gk_max"].append(gk)
-        self.bound_trace["g_sq"].append(g)
 
     # --- the whole run --------------------------------------------------------------------
 
@@ -406,9 +296,6 @@ class Simulation:
                                         f"{'-' if math.isnan(acc) else f'{acc:.3f}'} "
                                         f"energy {energy:.3g} J", refresh=False)
                     bar.update(1)
-                if (self.out is not None and run.checkpoint_every
-                        and self.t % run.checkpoint_every == 0 and self.t < run.rounds):
-                    save_checkpoint(self.state_dict(), self.out)
         finally:
             if bar is not None:
                 bar.close()
@@ -416,16 +303,16 @@ class Simulation:
 
     def finish(self, seconds: float = float("nan")) -> dict[str, Any]:
         run = self.run_cfg
-        extra: dict[str, Any] = {"seed": run.seed, "policy": run.policy, "M": self.pop.M,
-                                 "K": self.pop.K, "normalize": run.normalize}
+        M = len(self.specs)
+        extra: dict[str, Any] = {"seed": run.seed, "policy": run.policy, "M": M,
+                                 "K": self.engine.K, "normalize": run.normalize}
         bound = None
-        if self.track_bound:
-            from ..bound import run_bound
-
-            bound = run_bound(self)
+        if self.tracker is not None:
+            bound = self.tracker.bound(self.trace["x"], self.trace["q"], self.system.lr,
+                                       self.params)
             extra["bound"] = {k: v for k, v in bound.items() if k not in ("gap", "bound", "A", "B")}
             for t, row in enumerate(self.rows):
-                for m in range(self.pop.M):
+                for m in range(M):
                     row[f"gap_{m}"] = bound["gap"][t + 1, m]
                     row[f"bound_{m}"] = bound["bound"][t + 1, m]
         participation = self.participation / max(self.t, 1)
@@ -434,8 +321,8 @@ class Simulation:
             write_csv(self.rows, self.out / "metrics.csv")
             write_json(summary, self.out / "summary.json")
             write_json({"seconds_this_process": seconds}, self.out / "timing.json")
-            plot_run(self.rows, self.out, title=f"({run.policy}, M={self.pop.M})", bound=bound)
-            if hasattr(self.backend, "save_run"):  # e.g. the LoRA backend: peft modules + ensembles
+            plot_run(self.rows, self.out, title=f"({run.policy}, M={M})", bound=bound)
+            if isinstance(self.backend, SupportsSaving):  # e.g. LoRA: peft modules + ensembles
                 self.backend.save_run(self.out, self.params, self.ensembles)
             save_checkpoint(self.state_dict(), self.out)
         self.summary = summary

@@ -18,10 +18,10 @@ from fedopt.baselines import (
     pad_rank,
     truncate_rank,
 )
-from fedopt.baselines.runner import RankLevelSimulation
 from fedopt.energy import compute_time, min_bandwidth
 from fedopt.errors import ConfigError
 from fedopt.fl.config import RunConfig
+from fedopt.fl.runtime import Simulation
 
 
 def small_run(**kw):
@@ -50,8 +50,6 @@ def test_full_parameter_slots_match_closed_form():
 
 def test_rank_levels_brute_force():
     run = small_run(K=40)
-    from fedopt.fl.runtime import Simulation
-
     sim = Simulation(run, None, progress=False)
     cfg, pop = sim.system, sim.pop
     lv = assign_rank_levels(cfg, pop)
@@ -75,31 +73,32 @@ def test_rank_levels_brute_force():
 
 @pytest.mark.parametrize("rule", ["hetlora", "flexlora"])
 def test_rank_level_run_keeps_truncations(rule):
-    sim = RankLevelSimulation(small_run(), None, rule=rule, progress=False)
+    sim = Simulation(small_run(), None, rule=rule, progress=False)
     for _ in range(3):
         sim.step()
     top = sim.params[-1]
-    for r, p in zip(sim.ranks, sim.params):
+    for r, p in zip(sim.rule.ranks, sim.params):
         t = truncate_rank(top, r)
         for key in p:
             np.testing.assert_allclose(p[key], t[key], atol=1e-12)
     # UEs subscribe only to their own level
     x = np.sum(sim.trace["x"], axis=0)
     for k in range(sim.pop.K):
-        off = [m for m in range(len(sim.ranks)) if m != sim.level[k]]
+        off = [m for m in range(len(sim.rule.ranks)) if m != sim.rule.level[k]]
         assert x[k, off].sum() == 0
 
 
 def test_hetlora_hook_by_hand():
-    sim = RankLevelSimulation(small_run(), None, rule="hetlora", progress=False)
+    sim = Simulation(small_run(), None, rule="hetlora", progress=False)
     rng = np.random.default_rng(0)
-    ranks = sim.ranks
+    ranks = sim.rule.ranks
     # two uploads: UE 0 at the lowest level, UE 1 at the top; UE 2's upload is lost
     pairs = PairBatch(np.array([0, 1, 2]), np.array([0, len(ranks) - 1, 0]))
     ups = [{k: rng.normal(size=v.shape) for k, v in sim.params[m].items()}
            for m in pairs.module]
     res = LocalResult(ups, np.zeros(3), np.zeros(3), np.array([40.0, 120.0, 40.0]))
-    new = sim.aggregate(pairs, res, np.array([True, True, False]))
+    new = sim.rule.aggregate(sim.params, pairs, res.updates, res.n_samples,
+                             np.array([True, True, False]))
     loc0 = {k: sim.params[0][k] + ups[0][k] for k in ups[0]}
     loc1 = {k: sim.params[-1][k] + ups[1][k] for k in ups[1]}
     p0 = pad_rank(loc0, ranks[-1])
@@ -114,7 +113,7 @@ def test_registry_and_errors():
     with pytest.raises(ConfigError, match="known"):
         get_scheme("fedsgd")
     with pytest.raises(ConfigError):
-        RankLevelSimulation(small_run(), None, rule="cat", progress=False)
+        Simulation(small_run(), None, rule="cat", progress=False)
     from fedopt.baselines import configure
 
     with pytest.raises(ConfigError, match="energy_budget"):
@@ -126,20 +125,20 @@ def test_registry_and_errors():
 def test_hetlora_self_pruning():
     # a huge λ: the prox zeroes every upload's tail, so each UE above the lowest level that
     # uploads drops exactly one level; λ = 0 never changes a level
-    sim = RankLevelSimulation(small_run(K=10), None, rule="hetlora", prune_lambda=1e9,
+    sim = Simulation(small_run(K=10), None, rule="hetlora", prune_lambda=1e9,
                               progress=False)
     pruned = 0
     for _ in range(3):
-        before = sim.level.copy()
+        before = sim.rule.level.copy()
         sim.step()
         x = sim.trace["x"][-1].astype(bool)
         uploaded = (x & sim.trace["s"][-1]).any(axis=1)
         expect = np.where(uploaded & (before > 0), before - 1, before)
-        np.testing.assert_array_equal(sim.level, expect)
+        np.testing.assert_array_equal(sim.rule.level, expect)
         pruned += int((expect < before).sum())
     assert pruned > 0  # the rule was exercised
-    plain = RankLevelSimulation(small_run(K=10), None, rule="hetlora", progress=False)
-    lv = plain.level.copy()
+    plain = Simulation(small_run(K=10), None, rule="hetlora", progress=False)
+    lv = plain.rule.level.copy()
     for _ in range(2):
         plain.step()
-    np.testing.assert_array_equal(plain.level, lv)
+    np.testing.assert_array_equal(plain.rule.level, lv)
