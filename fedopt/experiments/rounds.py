@@ -27,7 +27,7 @@ def measured_round(run):
     gsq[pairs.ue, pairs.module] = gsq_v
     state = RoundState(t=0, distance=sim.pop.d, data_size=np.asarray(sim.pop.n_data, float),
                        loss=loss, grad_sq=gsq, cpu_freq=sim.pop.f, cycles_per_bit=sim.pop.c,
-                       samples=sim._samples())
+                       samples=sim.samples())
     sim.allocator.estimator = switching_update(switching_init(K, M), loss, gsq, 0)
     return sim, state, sim.allocator.system(state)
 
