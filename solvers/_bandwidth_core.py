@@ -106,12 +106,29 @@ def inflections(w, a, c, lo, hi) -> tuple[np.ndarray, np.ndarray]:
         if sel.size:
             u = np.log(start[sel])
             kk, aa = k[sel], ai[sel]
+            # Newton until every step is tiny (100 steps at most). An iterate that a step
+            # leaves unchanged is a fixed point: it leaves the loop, with its (constant)
+            # step's verdict kept, so the rest iterate exactly as they would with it
+            act = np.arange(sel.size)
+            ua, ka, a_ = u, kk, aa
+            frozen_ok = True
             for _ in range(100):
-                e = aa * np.exp(u)
-                step = (kk - 3.0 * u + e) / (e - 3.0)
-                u = u - step
-                if np.all(np.abs(step) <= 1e-15 * (1.0 + np.abs(u))):
+                e = a_ * np.exp(ua)
+                step = (ka - 3.0 * ua + e) / (e - 3.0)
+                un = ua - step
+                small = np.abs(step) <= 1e-15 * (1.0 + np.abs(un))
+                if frozen_ok and np.all(small):
+                    u[act] = un
                     break
+                fixed = un == ua
+                if fixed.any():
+                    frozen_ok &= bool(np.all(small[fixed]))
+                    u[act[fixed]] = un[fixed]
+                    moving = ~fixed
+                    act, un, ka, a_ = act[moving], un[moving], ka[moving], a_[moving]
+                ua = un
+            else:
+                u[act] = ua
             r[sel] = np.exp(u)
         if side == 0:
             b1[idx] = r
