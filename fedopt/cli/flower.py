@@ -2,22 +2,27 @@
 
     fedopt flower simulate --config experiments/flower/fedopt.yaml --out results/flower
     fedopt flower simulate --config experiments/flower/fedopt.yaml --compare   # vs fedopt simulate
+    fedopt flower deploy --nodes 3 --set rounds=2 --out results/deploy --compare
 
 ``simulate`` runs the config in Flower's Ray simulation engine, one virtual SuperNode per UE,
-with :class:`fedopt.flower.FedOptStrategy` on the server. ``--compare`` also runs the same
-config with ``fedopt simulate``'s runtime and prints the largest parameter difference and both
-wall times. The same app runs with ``flwr run experiments/flower``.
+with :class:`fedopt.flower.FedOptStrategy` on the server. ``deploy`` runs the Flower App
+(``--app``, default experiments/flower) in Flower's Deployment Engine on loopback: a
+SuperLink, ``--nodes`` SuperNodes (``partition-id`` = UE k, ``K`` = nodes) and ``flwr run``,
+torn down at the end (:mod:`fedopt.flower.deploy`). ``--compare`` also runs the same config
+with ``fedopt simulate``'s runtime and prints the largest parameter difference and both wall
+times.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 from pathlib import Path
 
 from ..errors import ConfigError
-from ._types import cpu_count, output_dir
+from ._types import cpu_count, output_dir, positive_float, positive_int
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -42,6 +47,25 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="also run fedopt simulate on the same config and compare")
     s.add_argument("--verbose", action="store_true", help="Flower's debug log")
 
+    d = sub.add_parser("deploy", help="run the Flower App on a loopback SuperLink + SuperNodes",
+                       description="start a SuperLink and N SuperNodes on 127.0.0.1 (insecure), "
+                                   "flwr run the app against them, collect the results, tear down")
+    d.add_argument("--app", metavar="DIR", default="experiments/flower",
+                   help="the Flower App folder (default experiments/flower)")
+    d.add_argument("--config", metavar="FILE",
+                   help="YAML config (default: the app's own, fedopt.yaml)")
+    d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one key (repeatable)")
+    d.add_argument("--nodes", type=positive_int, metavar="N",
+                   help="SuperNodes to start, one per UE (default: K of the config); sets K = N")
+    d.add_argument("--out", metavar="DIR", type=output_dir,
+                   help="keep config.yaml, metrics.csv, summary.json, params.npz and the logs here")
+    d.add_argument("--overwrite", action="store_true", help="replace the run already in --out DIR")
+    d.add_argument("--timeout", type=positive_float, default=900.0, metavar="S",
+                   help="seconds the run may take before it is stopped (default 900)")
+    d.add_argument("--compare", action="store_true",
+                   help="also run fedopt simulate on the same config and compare")
+
 
 def _flower_available() -> None:
     try:
@@ -52,6 +76,8 @@ def _flower_available() -> None:
 
 def run(args) -> int:
     _flower_available()
+    if args.flower_command == "deploy":
+        return deploy(args)
     from ..fl.config import RunConfig
     from ..fl.metrics import write_csv, write_json
     from ..flower.records import unpack_modules
@@ -116,6 +142,86 @@ def run(args) -> int:
         write_csv(rows, folder / "metrics.csv")
         write_json(summary, folder / "summary.json")
         lines.append(f"results in {folder}/ (config.yaml, metrics.csv, summary.json)")
+    print("\n".join(lines))
+    return 0
+
+
+def _app_config(app: Path) -> Path | None:
+    """The fedopt config an app names in ``[tool.flwr.app.config] config`` (relative to it)."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+
+    data = tomllib.loads((app / "pyproject.toml").read_text(encoding="utf-8"))
+    name = data.get("tool", {}).get("flwr", {}).get("app", {}).get("config", {}).get("config")
+    return app / name if name else None
+
+
+def deploy(args) -> int:
+    """``fedopt flower deploy``: the app on a loopback SuperLink and ``--nodes`` SuperNodes."""
+    import shutil
+    import tempfile
+    import time
+
+    from ..fl.config import RunConfig
+    from ..flower.deploy import LocalFederation
+    from ..flower.results import read_params, read_rows
+    from ..runfolder import prepare_out
+
+    app = Path(args.app)
+    if not (app / "pyproject.toml").is_file():
+        raise ConfigError(f"--app: '{app}' is not a Flower App folder (no pyproject.toml)")
+    config = Path(args.config) if args.config else _app_config(app)
+    if config is not None and not config.is_file():
+        raise ConfigError(f"--config: file '{config}' does not exist")
+    overrides = list(args.overrides)
+    if any(";" in o for o in overrides):
+        raise ConfigError("--set: a value may not contain ';' (Flower's run config joins them)")
+    cfg = RunConfig.load(str(config) if config else None, overrides)
+    nodes = args.nodes or int(cfg.system.K)
+    overrides.append(f"K={nodes}")  # one SuperNode per UE
+    cfg = RunConfig.load(str(config) if config else None, overrides)
+    if args.out:
+        prepare_out(args.out, overwrite=args.overwrite, resume_hint=None)
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="fedopt-deploy-"))
+    out.mkdir(parents=True, exist_ok=True)
+    run_config = {"config": str(config.resolve()) if config else "", "set": ";".join(overrides),
+                  "out": str(out.resolve())}
+    t0 = time.perf_counter()
+    fed = LocalFederation(nodes, keep=True)  # its FLWR_HOME is removed below, after the logs
+    try:
+        with fed:
+            t1 = time.perf_counter()
+            fed.run(app, run_config, timeout=args.timeout)
+            t2 = time.perf_counter()
+        rows = read_rows(out)
+        summary = json.loads((out / "summary.json").read_text())
+        params = read_params(out)
+    finally:
+        if args.out and fed.logs.exists():  # the processes' logs beside the results
+            shutil.copytree(fed.logs, out / "logs", dirs_exist_ok=True)
+        shutil.rmtree(fed.home, ignore_errors=True)
+    wall = time.perf_counter() - t0
+    T = len(rows)
+    lines = [f"Flower deployment: {nodes} SuperNodes on 127.0.0.1, {T} rounds, policy {cfg.policy}"]
+    lines += [f"round {int(r['round'])}: energy {r['energy']:.4g} J, participation "
+              f"{r['participation']:.2f}, received {int(r['received'])}/{int(r['subscriptions'])}, "
+              f"ensemble loss {r['loss']:.4f}" for r in rows]
+    steady = summary.get("seconds_per_round_steady")
+    lines.append(f"wall time {wall:.1f} s (federation start {t1 - t0:.1f} s, flwr run "
+                 f"{t2 - t1:.1f} s" + (f", {steady:.2f} s per round from round 2)" if steady else ")"))
+    if args.compare:
+        from ..flower.sim import compare_params, run_runtime
+
+        rt = run_runtime(cfg)
+        diff = compare_params(params, rt["simulation"].params)
+        lines.append(f"fedopt simulate on the same config: {rt['seconds']:.3f} s; "
+                     f"max |θ_deploy − θ_simulate| = {diff:.3g}")
+    if args.out:
+        lines.append(f"results in {out}/ (config.yaml, metrics.csv, summary.json, params.npz, logs/)")
+    else:
+        shutil.rmtree(out, ignore_errors=True)
     print("\n".join(lines))
     return 0
 

@@ -1,12 +1,19 @@
-"""The ServerApp: FedOptStrategy (Algorithm 2 each round) over the nodes of the federation."""
+"""The ServerApp: FedOptStrategy (Algorithm 2 each round) over the nodes of the federation.
 
+Run config (``[tool.flwr.app.config]``): ``config`` (the fedopt YAML, relative to the app),
+``set`` ("key=value;key=value" overrides) and ``out`` (a folder for config.yaml, metrics.csv,
+summary.json and params.npz; empty: print only).
+"""
+
+import time
 from pathlib import Path
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedopt.flower.records import pack_modules
-from fedopt.flower.sim import build_run, make_strategy, run_config_from_context
+from fedopt.flower.records import pack_modules, unpack_modules
+from fedopt.flower.results import summarize, write_results
+from fedopt.flower.sim import build_run, flower_rows, make_strategy, run_config_from_context
 
 HERE = Path(__file__).resolve().parents[1]  # the app folder: relative config paths start here
 
@@ -15,11 +22,20 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
+    t0 = time.perf_counter()
     run = run_config_from_context(context, root=HERE)
     setup = build_run(run)  # population (the server's channel model), θ^0, seed streams
-    strategy = make_strategy(setup)
+    strategy = make_strategy(setup, min_available_nodes=run.system.K)  # one node per UE
     result = strategy.start(grid, pack_modules(setup.params), num_rounds=run.rounds)
-    for row in strategy.history:
+    rows = flower_rows({"strategy": strategy})
+    for row in rows:
         print(f"round {row['round']}: energy {row['energy']:.4g} J, participation "
-              f"{row['participation']:.2f}, success {row['received']}/{row['subscriptions']}")
-    print("federated evaluation (3):", result.evaluate_metrics_clientapp)
+              f"{row['participation']:.2f}, success {row['received']}/{row['subscriptions']}, "
+              f"ensemble loss {row['loss']:.4f}")
+    if out := str(context.run_config.get("out", "")):
+        clock = strategy.round_clock
+        steady = (time.perf_counter() - clock[1]) / (len(clock) - 1) if len(clock) >= 2 else None
+        summary = summarize(run, rows, seconds_serverapp=time.perf_counter() - t0,
+                            seconds_per_round_steady=steady)
+        write_results(out, run, rows, summary, unpack_modules(result.arrays, run.system.M))
+        print(f"results in {out}")
