@@ -28,22 +28,45 @@ def repair(x: np.ndarray, b_min: np.ndarray, costs: np.ndarray, budget: float = 
         return x, []
     k, m = np.nonzero(x)
     c = costs[k, m]
-    first = np.ones(k.size, bool)
-    order_in_ue = np.lexsort((c, k))
-    seen: set[int] = set()
-    for i in order_in_ue:
-        first[i] = k[i] not in seen
-        seen.add(int(k[i]))
-    order = np.lexsort((c, ~first))
-    keep = np.zeros(k.size, bool)
+    # each UE's cheapest pair (ties: the first in index order) is its first tier; pairs
+    # come UE by UE (np.nonzero), so per-UE minima are segment minima
+    first = np.zeros(k.size, bool)
+    starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+    if np.isnan(c).any():  # NaN sorts last, as in a sort by (k, c)
+        order_in_ue = np.lexsort((c, k))
+        ks = k[order_in_ue]
+        first[order_in_ue] = np.r_[True, ks[1:] != ks[:-1]]
+    else:
+        low = np.repeat(np.minimum.reduceat(c, starts), np.diff(np.r_[starts, k.size]))
+        cand = np.flatnonzero(c == low)
+        first[cand[np.r_[True, k[cand[1:]] != k[cand[:-1]]]]] = True
+    # order: first tier, then the rest; within a tier by cost (a stable sort: ties by index)
+    by_cost = np.argsort(c, kind="stable")
+    order = np.r_[by_cost[first[by_cost]], by_cost[~first[by_cost]]]
+    # greedy in that order: keep a pair while used + b^min fits. A pair that does not fit
+    # never will (used only grows, and float addition is monotone), so the misfits leave
+    # together and each run of fits is one cumulative sum (the same additions, in order)
+    bv = b_min[k[order], m[order]]
+    cap = budget * (1 - 1e-9)
+    kept = np.zeros(k.size, bool)  # in the positions of `order`
     used = 0.0
-    for i in order:
-        if used + b_min[k[i], m[i]] <= budget * (1 - 1e-9):
-            keep[i] = True
-            used += b_min[k[i], m[i]]
+    rest = np.arange(k.size)
+    while rest.size:
+        rest = rest[used + bv[rest] <= cap]
+        if not rest.size:
+            break
+        cs = np.cumsum(np.r_[used, bv[rest]])[1:]
+        over = np.flatnonzero(cs > cap)
+        n_ok = int(over[0]) if over.size else rest.size
+        kept[rest[:n_ok]] = True
+        if n_ok:
+            used = cs[n_ok - 1]
+        rest = rest[n_ok + 1:]  # rest[n_ok] does not fit
+    keep = np.zeros(k.size, bool)
+    keep[order[kept]] = True
     out = np.zeros_like(x)
     out[k[keep], m[keep]] = True
-    return out, [(int(a), int(bb)) for a, bb in zip(k[~keep], m[~keep])]
+    return out, list(zip(k[~keep].tolist(), m[~keep].tolist()))
 
 
 def joint(sys_: RoundSystem, feasible: np.ndarray, n_floor: int, u_est: np.ndarray, M_max: int,
