@@ -63,16 +63,17 @@ class _Data:
         D = Ce - np.sum(W * X * Y, axis=0)
         return X, Y, Xp, Ce, F, D
 
-    def points(self, k: np.ndarray, s: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    def points(self, k: np.ndarray, s: np.ndarray, out: np.ndarray | None = None,
+               exps: list | None = None) -> np.ndarray:
         """:meth:`at` packed into one array (R, n) (rows of :func:`_rows`), in ``out`` if
-        given; the same operations, so the same values."""
+        given; the same operations, so the same values. ``exps``: e^{−s}, e^{−γs}, e^s if
+        known."""
         M = self.WT.shape[0]
         S, CE, FF, DD, X_, Y_, XP = _rows(M)
         E = np.empty((4 + 3 * M, s.size)) if out is None else out
         W, A = self.WT.take(k, axis=1), self.AT.take(k, axis=1)
         kap = self.kappa[k]
-        t1 = np.exp(-s)
-        t2 = np.exp(-self.g * s)
+        t1, t2, es = exps if exps is not None else (np.exp(-s), np.exp(-self.g * s), None)
         with np.errstate(over="ignore"):  # A/p = inf is q = 0, exactly right
             At1 = A * t1
             kt2 = kap * t2
@@ -82,7 +83,7 @@ class _Data:
         np.add(At1, self.g * kt2, out=X)
         np.subtract(-At1, (self.g * self.g) * kt2, out=E[XP])
         E[S] = s
-        Ce = np.multiply(self.C[k], np.exp(s), out=E[CE])
+        Ce = np.multiply(self.C[k], np.exp(s) if es is None else es, out=E[CE])
         np.subtract(Ce, np.sum(W * em, axis=0), out=E[FF])
         np.subtract(Ce, np.sum(W * X * Y, axis=0), out=E[DD])
         return E
@@ -103,6 +104,7 @@ def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 4, max_depth: i
     pass of their own).
     """
     K = W.shape[0]
+    W, A = _compact(W, A)
     gamma = 2.0 / alpha
     p = np.full(K, p_min)
     obj = C * p_min
@@ -128,7 +130,8 @@ def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 4, max_depth: i
     sg = np.linspace(s0, s1, grid + 1)
     kk = np.tile(live, grid + 1)
     ss = np.repeat(sg, n)
-    P = d.points(kk, ss)
+    # e^{−s}, e^{−γs}, e^s once per grid value (the same values as per point)
+    P = d.points(kk, ss, exps=[np.repeat(np.exp(v), n) for v in (-sg, -gamma * sg, sg)])
     Ea, Eb = P[:, :grid * n], P[:, n:]  # the cells' ends a and b: rows of _rows(M)
     kcell = np.tile(live, grid)
     # candidate points (all grid points and midpoints, then Newton roots); per UE they keep
@@ -258,6 +261,18 @@ def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 4, max_depth: i
     stationary = ((np.concatenate(st_k), np.exp(np.concatenate(st_s))) if st_k
                   else (np.zeros(0, int), np.zeros(0)))
     return p, obj, bound, stationary, levels, n_cells
+
+
+def _compact(W: np.ndarray, A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """W, A with each UE's used module slots (W or A nonzero) first, in their order, and the
+    slots no UE uses dropped (BCD's batches: at most M_max of M). An unused slot adds an
+    exact 0 to every sum over slots, so the sums, in the same order, are unchanged."""
+    used = (W != 0) | (A != 0)
+    m = int(used.sum(axis=1).max(initial=0))
+    if m == W.shape[1]:
+        return W, A
+    order = np.argsort(~used, axis=1, kind="stable")[:, :m]
+    return np.take_along_axis(W, order, axis=1), np.take_along_axis(A, order, axis=1)
 
 
 def _rows(M: int) -> tuple:

@@ -147,7 +147,7 @@ def escape(sys_: RoundSystem, x: np.ndarray, p: np.ndarray, b: np.ndarray,
     bn = b[ks, ms]
     free = (bn > sys_.b_min[ks, ms] * (1 + 1e-9)) & (bn < 1 - 1e-9)
     nu = 0.0
-    if math.fsum(bn) >= 1 - 1e-9 and free.any():
+    if math.fsum(memoryview(bn)) >= 1 - 1e-9 and free.any():
         nu = float(np.median(c[free] / bn[free] ** 2 - W[free] * e[free] * a[free] * np.exp(-a[free] * bn[free])))
         nu = max(nu, 0.0)
 
