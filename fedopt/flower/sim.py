@@ -1,21 +1,19 @@
 """``fedopt simulate``'s run, executed by Flower: ServerApp + ClientApp built from a RunConfig.
 
-The same :class:`~fedopt.fl.config.RunConfig` (YAML + ``--set``) drives both engines. Built
-here from the run's seed exactly as the runtime builds its run (``SeedSequence(seed).spawn(4)``
-→ population, backend, channel, allocator streams), so on the same seed a Flower run and
-``fedopt simulate`` schedule the same pairs, draw the same uplink successes and, with a
-backend whose local updates do not depend on call batching (the synthetic backend with
-``full_batch``), end with the same module parameters. The server owns the population (its
-"channel model": positions, mobility) and the allocator; every node builds the backend from
-the same seed and trains only its own UE k = ``partition-id``.
+The same :class:`~fedopt.fl.config.RunConfig` (YAML + ``--set``) drives both engines, and both
+drive the same round (:class:`~fedopt.fl.round.RoundEngine`) from the same set-up
+(:func:`fedopt.fl.setup.build_run`): on the same seed a Flower run and ``fedopt simulate``
+schedule the same pairs, draw the same uplink successes and, with a backend whose local
+updates do not depend on call batching (the synthetic backend with ``full_batch``), end with
+the same module parameters, for Algorithm 2 and for every baseline (``scheme``). The server
+owns the population (its channel model: positions, mobility) and the allocator; every node
+builds the backend from the same seed and trains only its own UE k = ``partition-id``.
 """
 
 from __future__ import annotations
 
-import copy
 import functools
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,115 +22,38 @@ from flwr.app import Context
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from ..backends import ModuleSpec, make_backend
 from ..errors import ConfigError
 from ..fl.config import RunConfig
-from ..fl.mobility import random_walk
-from ..population import Population, draw_population
+from ..fl.round import DeliveredUplink, ModuleFedAvg
+from ..fl.setup import RunSetup, build_run, make_allocator, make_engine
 from .client import FedOptClient, make_client_app
 from .records import pack_modules
-from .strategy import ChannelState, FedOptStrategy, NodeTable
+from .strategy import FedOptStrategy
 
-__all__ = ["RunSetup", "build_run", "make_strategy", "server_app", "client_app",
-           "run_flower_simulation", "BACKEND_CONFIG", "run_config_from_context",
+__all__ = ["RunSetup", "build_run", "make_allocator", "make_strategy", "server_app",
+           "client_app", "run_flower_simulation", "BACKEND_CONFIG", "run_config_from_context",
            "client_app_from_context", "run_runtime", "compare_params", "flower_rows"]
 
 # the Ray engine on this project's 2-core machines: 2 CPUs, one per ClientApp
 BACKEND_CONFIG: dict[str, Any] = {"init_args": {"num_cpus": 2}, "client_resources": {"num_cpus": 1}}
 
 
-@dataclass
-class RunSetup:
-    """What a run is made of, built from its seed the way the runtime builds it."""
-
-    run: RunConfig
-    system: Any  # SystemConfig (lr replaced by 1/L with step_size = inverse_L)
-    pop: Population
-    backend: Any
-    specs: list[ModuleSpec]
-    params: list  # θ_m^0
-    initial_state: dict  # the backend's state_dict() right after θ^0 (every node starts here)
-    channel_seed: np.random.SeedSequence
-    allocator_seed: np.random.SeedSequence
-    backend_seed: np.random.SeedSequence
-
-    def samples(self) -> np.ndarray:
-        if getattr(self.backend, "full_batch", False):
-            return self.backend.data_sizes()
-        return np.asarray(self.pop.D, dtype=float)
-
-    def properties(self, k: int) -> dict[str, float]:
-        """What UE k's node reports: the RoundState fields of MODEL.md's population."""
-        return {"distance": float(self.pop.d[k]), "data-size": float(self.pop.n_data[k]),
-                "cpu-freq": float(self.pop.f[k]), "cycles-per-bit": float(self.pop.c[k]),
-                "samples": float(self.samples()[k])}
-
-
-def build_run(run: RunConfig) -> RunSetup:
-    """Population, backend, θ^0 and the seed streams of ``run``.
-
-    Mirrors ``fedopt.fl.runtime.Simulation._setup`` (which is not a public helper); the
-    side-by-side test in tests/flower catches any drift.
-    """
-    pop_ss, backend_ss, channel_ss, alloc_ss = np.random.SeedSequence(run.seed).spawn(4)
-    pop = draw_population(run.system.replace(module_size="nominal"), np.random.default_rng(pop_ss))
-    backend = make_backend(run.backend, run.system, pop, backend_ss, **run.backend_kwargs())
-    specs = [ModuleSpec(m, r) for m, r in enumerate(run.system.ranks)]
-    if run.system.module_size == "backend":
-        counts = np.array([backend.num_params(s) for s in specs], dtype=float)
-        pop = draw_population(run.system, np.random.default_rng(pop_ss), module_params=counts)
-    system = run.system
-    if run.step_size == "inverse_L":
-        if not hasattr(backend, "smoothness"):
-            raise ConfigError("step_size: 'inverse_L' needs a backend with a known L (dense synthetic)")
-        _, L = backend.smoothness()
-        system = system.replace(lr=1.0 / L)
-    params = backend.init_modules(specs)
-    initial = copy.deepcopy(backend.state_dict())
-    return RunSetup(run, system, pop, backend, specs, params, initial, channel_ss, alloc_ss,
-                    backend_ss)
-
-
-def make_allocator(setup: RunSetup):
-    from ..allocator import RoundAllocator
-
-    run = setup.run
-    kwargs: dict[str, Any] = {"policy": run.policy, "on_infeasible": "flag",
-                              "seed": int(setup.allocator_seed.generate_state(1)[0]),
-                              "module_bits": np.asarray(setup.pop.S, float),
-                              "phi": np.asarray(setup.pop.phi, float)}
-    if run.power_method is not None:
-        kwargs["power_method"] = run.power_method
-    if run.bandwidth_method is not None:
-        kwargs["bandwidth_method"] = run.bandwidth_method
-    try:
-        return RoundAllocator(setup.system, **kwargs)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-
-
-def population_channel(setup: RunSetup):
-    """A channel model for the strategy: the run's UE positions, moved by the runtime's
-    random walk (``mobility_step``) with the strategy's generator, in the runtime's order."""
-    positions = np.array(setup.pop.positions, dtype=float)
-    cfg, step = setup.system, setup.run.mobility_step
-
-    def channel_fn(t: int, rng: np.random.Generator, nodes: NodeTable) -> ChannelState:
-        nonlocal positions
-        if step > 0:
-            positions = random_walk(positions, step, cfg.d_min, cfg.radius, rng)
-        return ChannelState(distance=np.hypot(positions[:, 0], positions[:, 1]))
-
-    return channel_fn
-
-
-def make_strategy(setup: RunSetup, **kwargs: Any) -> FedOptStrategy:
-    run = setup.run
-    opts: dict[str, Any] = dict(normalize=run.normalize, seed=setup.channel_seed,
-                                probe_fraction=run.probe_fraction,
-                                channel_fn=population_channel(setup))
-    opts.update(kwargs)
-    return FedOptStrategy(make_allocator(setup), **opts)
+def make_strategy(setup: RunSetup, *, normalize: str | None = None,
+                  simulate_uplink: bool = True, observers=(), **kwargs: Any) -> FedOptStrategy:
+    """The strategy of a run: the run's engine (:func:`fedopt.fl.setup.make_engine`: its
+    allocator, rule, channel stream and mobility) driven over Flower. ``normalize``
+    overrides the run's for eq. (1); ``simulate_uplink=False``: real delivery; ``channel_fn``
+    replaces the population's channel model; other ``kwargs`` are the strategy's."""
+    engine_kw: dict[str, Any] = {}
+    if "channel_fn" in kwargs:
+        engine_kw["channel_fn"] = kwargs.pop("channel_fn")
+    if normalize is not None and normalize != setup.run.normalize:
+        if not isinstance(setup.rule, ModuleFedAvg):
+            raise ConfigError(f"normalize: the {setup.rule.name} rule pools received uploads")
+        engine_kw["rule"] = ModuleFedAvg(normalize, setup.backend)
+    if not simulate_uplink:
+        engine_kw["uplink"] = DeliveredUplink()
+    return FedOptStrategy(engine=make_engine(setup, observers=observers, **engine_kw), **kwargs)
 
 
 def run_config_from_context(context: Context, root: str | Path | None = None) -> RunConfig:
@@ -204,8 +125,10 @@ def server_evaluate(setup: RunSetup, strategy: FedOptStrategy):
 
 def server_app(run: RunConfig | None = None, *, sink: dict | None = None,
                timeout: float = 3600.0, evaluate: str = "nodes", root: str | Path | None = None,
+               rule: str = "fedavg", prune_lambda: float = 0.0,
                **strategy_kwargs: Any) -> ServerApp:
-    """A ServerApp running ``run`` (or the context's config) with :class:`FedOptStrategy`.
+    """A ServerApp running ``run`` (or the context's config) with :class:`FedOptStrategy`;
+    ``rule`` (and ``prune_lambda``) as :func:`fedopt.fl.setup.build_run`.
 
     ``evaluate``: ``"nodes"`` (each node scores its ensemble (3), federated), ``"server"``
     (the server's backend scores all ensembles, as the runtime does) or ``"off"``. ``sink`` (a
@@ -218,7 +141,7 @@ def server_app(run: RunConfig | None = None, *, sink: dict | None = None,
     def main(grid: Grid, context: Context) -> None:
         cfg = run if run is not None else run_config_from_context(context, root)
         t0 = time.perf_counter()
-        setup = build_run(cfg)
+        setup = build_run(cfg, rule, prune_lambda=prune_lambda)
         kwargs = dict(strategy_kwargs)
         if evaluate != "nodes":
             kwargs["fraction_evaluate"] = 0.0
@@ -236,8 +159,10 @@ def server_app(run: RunConfig | None = None, *, sink: dict | None = None,
 
 def run_flower_simulation(run: RunConfig, *, num_supernodes: int | None = None,
                           backend_config: dict | None = None, verbose: bool = False,
-                          evaluate: str = "nodes", **strategy_kwargs: Any) -> dict[str, Any]:
-    """Run ``run`` in Flower's Ray simulation engine (one virtual SuperNode per UE).
+                          evaluate: str = "nodes", scheme: str | None = None,
+                          prune_lambda: float = 0.0, **strategy_kwargs: Any) -> dict[str, Any]:
+    """Run ``run`` in Flower's Ray simulation engine (one virtual SuperNode per UE); with
+    ``scheme``, that baseline (:mod:`fedopt.baselines`: its config and aggregation rule).
 
     Returns ``{"strategy", "result", "setup", "seconds" (ServerApp main), "finished" (its
     perf_counter at the end), "wall" (whole call, Ray start-up included)}``.
@@ -246,6 +171,11 @@ def run_flower_simulation(run: RunConfig, *, num_supernodes: int | None = None,
 
     from flwr.simulation import run_simulation
 
+    rule = "fedavg"
+    if scheme is not None:
+        from ..baselines.runner import scheme_run
+
+        run, rule, _ = scheme_run(scheme, run)
     K = int(run.system.K)
     if num_supernodes is not None and num_supernodes != K:
         raise ConfigError(f"num_supernodes: {num_supernodes} nodes for K = {K} UEs (one node per UE)")
@@ -253,7 +183,8 @@ def run_flower_simulation(run: RunConfig, *, num_supernodes: int | None = None,
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        run_simulation(server_app=server_app(run, sink=sink, evaluate=evaluate, **strategy_kwargs),
+        run_simulation(server_app=server_app(run, sink=sink, evaluate=evaluate, rule=rule,
+                                             prune_lambda=prune_lambda, **strategy_kwargs),
                        client_app=client_app(run), num_supernodes=K,
                        backend_config=backend_config or BACKEND_CONFIG, verbose_logging=verbose)
     sink["wall"] = time.perf_counter() - t0

@@ -56,7 +56,7 @@ def test_per_node_configs_are_distinct_and_match_the_allocation(example_run, mak
     setup, st, grid, msgs = _round_one(example_run, make_grid)
     ref = _reference_allocation(example_run)
     x = np.asarray(ref.x) > 0
-    assert np.array_equal(np.asarray(st._plan["alloc"].x) > 0, x)
+    assert np.array_equal(np.asarray(st.pending.allocation.x) > 0, x)
     scheduled = np.flatnonzero(x.any(axis=1))
     assert len(msgs) == scheduled.size >= 3
     ues = [grid.node_ue[int(m.metadata.dst_node_id)] for m in msgs]
@@ -104,7 +104,7 @@ def _hand_aggregate(params, pairs, updates, n, received, normalize):
 @pytest.mark.parametrize("normalize", ["received", "subscribed"])
 def test_aggregation_per_module_equals_eq1(example_run, make_grid, normalize):
     setup, st, grid, msgs = _round_one(example_run, make_grid, normalize=normalize)
-    alloc = st._plan["alloc"]
+    alloc = st.pending.allocation
     x = np.asarray(alloc.x) > 0
     replies = list(grid.send_and_receive(msgs))
     rng = copy.deepcopy(st.rng)  # the strategy's next draws: one per planned pair, row-major
@@ -134,7 +134,7 @@ def test_aggregation_per_module_equals_eq1(example_run, make_grid, normalize):
 
 def test_error_reply_is_a_lost_upload_and_the_round_goes_on(example_run, make_grid):
     setup, st, grid, msgs = _round_one(example_run, make_grid, simulate_uplink=False)
-    x = np.asarray(st._plan["alloc"].x) > 0
+    x = np.asarray(st.pending.allocation.x) > 0
     bad = int(np.flatnonzero(x.any(axis=1))[0])
     late = int(np.flatnonzero(x.any(axis=1))[1])
     grid.fail.add(bad)
@@ -206,7 +206,7 @@ def test_nodes_joining_and_leaving_change_availability(example_run, make_grid):
     def one_round(r):
         nonlocal arrays
         msgs = list(st.configure_train(r, arrays, ConfigRecord(), grid))
-        state, alloc = st._plan["state"], st._plan["alloc"]
+        state, alloc = st.pending.state, st.pending.allocation
         arrays, _ = st.aggregate_train(r, grid.send_and_receive(msgs))
         return state, np.asarray(alloc.x) > 0, msgs
 
@@ -253,8 +253,8 @@ def test_from_settings_builds_the_allocator(example_run):
     from fedopt.flower import FedOptStrategy
 
     st = FedOptStrategy.from_settings(example_run.system, "greedy", normalize="subscribed")
-    assert st.allocator.config is example_run.system and st.normalize == "subscribed"
-    assert st.K == 10 and st.M == 3 and st.local_steps == example_run.system.local_steps
+    assert st.allocator.config is example_run.system and st.engine.rule.normalize == "subscribed"
+    assert st.K == 10 and st.M == 3 and st.engine.local_steps == example_run.system.local_steps
     with pytest.raises(ConfigError, match="policy|greedyy"):
         FedOptStrategy.from_settings(example_run.system, "greedyy")
 
@@ -324,7 +324,7 @@ def test_injected_channel_source_feeds_the_allocator(example_run, make_grid):
     st = make_strategy(setup, channel_fn=channel_fn)
     grid = make_grid(client_app(example_run), K, seed=9)
     list(st.configure_train(1, pack_modules(setup.params), ConfigRecord(), grid))
-    state, x = st._plan["state"], np.asarray(st._plan["alloc"].x) > 0
+    state, x = st.pending.state, np.asarray(st.pending.allocation.x) > 0
     assert seen == [(0, list(range(K)))]
     assert np.array_equal(state.fading, fade) and not state.available[1] and not x[1].any()
     assert np.allclose(state.distance, 0.5 * setup.pop.d)
