@@ -24,8 +24,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 from dataclasses import asdict, dataclass, field, fields
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,21 @@ __all__ = ["OPTIONS", "LoraOptions", "LoraBackend", "ensemble_scores", "save_run
 
 _DTYPES = {"float16": "float16", "fp16": "float16", "bfloat16": "bfloat16", "float32": "float32",
            "fp32": "float32"}
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def _positive_int(key: str, v, alternative: str = "") -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ConfigError(f"{key}: must be an integer >= 1{' ' + alternative if alternative else ''}, got {v!r}")
+
+
+def check_device(device: str) -> str:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (whether it exists is checked when the model
+    loads, :func:`fedopt.backends.lora_model.resolve_device`)."""
+    if not isinstance(device, str) or not _DEVICE.fullmatch(device):
+        raise ConfigError(f"device: must be auto, cpu, cuda or cuda:N, got {device!r}")
+    return device
 
 
 @dataclass(frozen=True)
@@ -54,7 +71,7 @@ class LoraOptions:
     task: str = "sst2"  # sst2 | qnli | rte
     data_dir: str | None = None  # GLUE root; None = $FEDOPT_DATA or ../shared/data/glue
     max_length: int = 64  # tokens; SST-2 train p99 is 44, dev p99 51
-    top_layers: int = 2  # default L: LoRA on the top L blocks (a ModuleSpec may override)
+    top_layers: int | str = 2  # default L: LoRA on the top L blocks, or "all" (ModuleSpec may override)
     target_modules: tuple[str, ...] | None = None  # None: peft's default for the architecture
     lora_path: str = "fast"  # fast | reference
     padding: str = "batch"  # batch (pad to the batch's longest) | max_length (pad to max_length)
@@ -68,6 +85,8 @@ class LoraOptions:
     test_fraction: float = 0.3  # dev-only tasks (QNLI here): share of dev held out for test
     max_test: int = 0  # 0: the whole test split; else a seeded stratified subsample
     threads: int = 0  # torch threads; 0: leave torch's default
+    device: str = "auto"  # auto (CUDA when torch sees one, else CPU) | cpu | cuda | cuda:N
+    dtype: str = "float32"  # compute dtype (autocast): float32 | bfloat16 | float16
     local_optimizer: str = "sgd"  # sgd: the paper's gradient descent | adamw (torch.optim.AdamW)
     optimizer_state: str = "reset"  # adamw: reset (fresh each local update) | keep (per UE, module)
     adamw_beta1: float = 0.9
@@ -85,14 +104,17 @@ class LoraOptions:
         for key in ("cache_dtype", "eval_cache_dtype"):
             if str(getattr(self, key)) not in _DTYPES:
                 raise ConfigError(f"{key}: must be one of {', '.join(sorted(set(_DTYPES.values())))}")
-        for key in ("max_length", "top_layers", "batch", "probe_batch", "eval_batch", "max_pairs_per_pass"):
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"{key}: must be an integer >= 1, got {v!r}")
+        if self.top_layers != "all":
+            _positive_int("top_layers", self.top_layers, 'or "all"')
+        for key in ("max_length", "batch", "probe_batch", "eval_batch", "max_pairs_per_pass"):
+            _positive_int(key, getattr(self, key))
         for key in ("max_test", "threads"):  # 0: off / torch's default
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ConfigError(f"{key}: must be an integer >= 0, got {v!r}")
+        check_device(self.device)
+        if self.dtype not in COMPUTE_DTYPES:
+            raise ConfigError(f"dtype: must be one of {', '.join(COMPUTE_DTYPES)}, got {self.dtype!r}")
         if self.local_optimizer not in ("sgd", "adamw"):
             raise ConfigError(f"local_optimizer: must be 'sgd' or 'adamw', got {self.local_optimizer!r}")
         if self.optimizer_state not in ("reset", "keep"):
@@ -187,13 +209,16 @@ class LoraBackend:
     def _setup_model(self, opts: LoraOptions, log) -> None:
         import torch
 
-        from .lora_model import find_layers, linear_shapes, load_encoder
+        from .lora_model import Compute, find_layers, linear_shapes, load_encoder, resolve_device
 
         self.options = opts
         self._log = log if log is not None else (lambda msg: print(msg, file=sys.stderr))
         if opts.threads:
             torch.set_num_threads(opts.threads)
+        self.device = resolve_device(opts.device)  # before any loading: a bad device fails fast
+        self.compute = Compute(self.device, opts.dtype)
         self.encoder, self.tokenizer, self.model_name = load_encoder(opts.model)
+        self.encoder.to(self.device)
         self.spec = task_spec(opts.task)
         self.num_labels = len(self.spec.labels)
         self.n_layers = int(self.encoder.config.num_hidden_layers)
@@ -261,10 +286,12 @@ class LoraBackend:
         return tuple(spec.target_modules) if spec.target_modules else self.default_targets
 
     def module_layers(self, spec: ModuleSpec) -> list[int]:
-        top = int(spec.top_layers or self.options.top_layers)
-        if not 1 <= top <= self.n_layers:
-            raise ConfigError(f"module {spec.index}: top_layers must be in 1..{self.n_layers}, got {top}")
-        return list(range(self.n_layers - top, self.n_layers))
+        """The blocks module m's LoRA sits in: the top L (``all`` or L >= n: every block)."""
+        top = spec.top_layers or self.options.top_layers
+        top = self.n_layers if top == "all" else int(top)
+        if top < 1:
+            raise ConfigError(f"module {spec.index}: top_layers must be >= 1 or 'all', got {top}")
+        return list(range(max(0, self.n_layers - top), self.n_layers))
 
     def lora_config(self, spec: ModuleSpec):
         """The module's real :class:`peft.LoraConfig`."""
@@ -300,6 +327,7 @@ class LoraBackend:
         self.peft = get_peft_model(self.net, configs[0], adapter_name=self.names[0])
         for name, cfg in zip(self.names[1:], configs[1:]):
             self.peft.add_adapter(name, cfg)
+        self.peft.to(self.device)
         self.peft.eval()  # no dropout anywhere: deterministic, comparable paths
         self.layouts = []
         self.init_params: list[Params] = []
@@ -311,7 +339,7 @@ class LoraBackend:
             for key, value in state.items():  # seeded per module: reproducible A init
                 if key.endswith("lora_A.weight"):
                     bound = 1.0 / math.sqrt(value.shape[1])
-                    state[key] = torch.empty_like(value).uniform_(-bound, bound, generator=gen)
+                    state[key] = torch.empty(value.shape).uniform_(-bound, bound, generator=gen)
             layout = module_layout(list(state), self.layers_path, cfg.r, cfg.lora_alpha / cfg.r)
             missing = [k for k in layout.lora if k not in self.top.slots]
             if missing:
@@ -331,7 +359,8 @@ class LoraBackend:
                                           progress=self.options.progress, desc=desc)
             if self.train is not None:
                 mb = (self.train.cache.nbytes + self.test.cache.nbytes) / 2**20
-                self._log(f"lora backend: cached the frozen prefix (blocks 0..{first - 1}) of "
+                what = f"blocks 0..{first - 1}" if first else "the embedding output: LoRA in every block"
+                self._log(f"lora backend: cached the frozen prefix ({what}) of "
                           f"{len(self.train.examples)} train and {len(self.test.examples)} test "
                           f"examples, {mb:.0f} MB")
                 self._check_fast_path(self.test)
@@ -441,10 +470,10 @@ class LoraBackend:
             lora[key] = (A, B, scale)
         W = torch.stack([_tensor(values[p][self.layouts[m].head[0]]) for p, m in enumerate(modules)])
         b = torch.stack([_tensor(values[p][self.layouts[m].head[1]]) for p, m in enumerate(modules)])
-        return PairStacks(lora, (W, b))
+        return PairStacks(lora, (W, b)).to(self.device)  # built on the CPU, one copy a tensor
 
     def _unstack(self, stacks, p: int, m: int) -> dict:
-        """Pair p's slice of ``stacks`` under module m's keys (torch tensors, detached)."""
+        """Pair p's slice of ``stacks`` under module m's keys (detached tensors)."""
         lay = self.layouts[m]
         out = {}
         for key, (ka, kb) in lay.lora.items():
@@ -459,7 +488,8 @@ class LoraBackend:
         """rows: P arrays of B rows each (same B); logits (P, B, C)."""
         flat = [int(i) for r in rows for i in r]
         hidden, mask = data.cache.batch(flat)
-        return self.top(hidden, mask, stacks)
+        with self.compute.autocast():
+            return self.top(hidden, mask, stacks)
 
     def _fast_logits(self, data: _Data, rows: list, modules: list[int], params: list[Params]):
         stacks = self._stacks(modules, [params[m] for m in modules])
@@ -482,13 +512,44 @@ class LoraBackend:
 
     def _kept(self, k: int, m: int) -> dict | None:
         """The AdamW state UE k keeps for module m (``optimizer_state: keep``), or None:
-        {"step": int, "exp_avg": {key: tensor}, "exp_avg_sq": {key: tensor}}."""
+        {"step": int, "exp_avg": {key: array}, "exp_avg_sq": {key: array}} (host memory)."""
         return self._optim.get((k, m)) if self._keeps_state() else None
+
+    def _gradients(self, passes, scaler, opt, leaves: list) -> None:
+        """One step's gradients in the leaves' ``.grad``: ``passes(scale)`` runs the forward and
+        backward passes with each loss multiplied by ``scale``. With float16 (GradScaler) the
+        gradients are unscaled, and a step whose scaled gradients overflow is redone at half the
+        scale, so every local step uses a finite gradient (no step is skipped)."""
+        import torch
+
+        while True:
+            passes(scaler.scale)
+            if not scaler.is_enabled():
+                return
+            scaler.unscale_(opt)
+            if all(bool(torch.isfinite(t.grad).all()) for t in leaves if t.grad is not None):
+                return
+            scaler.update()  # halves the scale
+            opt.zero_grad(set_to_none=True)
+
+    def _fast_passes(self, leaves, rows: list[np.ndarray], groups: list[list[int]], per, scale) -> None:
+        """Forward and backward passes of one step for all pairs, one pass per padding group;
+        each pair's loss lands in ``per``. The summed loss over pairs is block-diagonal, so each
+        pair's slice of the gradient is its own gradient."""
+        import torch.nn.functional as F
+
+        stacks = leaves.stacks()
+        for group in groups:
+            logits = self._fast_forward(self.train, [rows[i] for i in group], stacks.select(group))
+            y = self._labels(self.train, np.stack([rows[i] for i in group]))
+            lg = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
+                                 reduction="none").view(len(group), -1).mean(1)
+            scale(lg.sum()).backward()
+            per[group] = lg.detach().double()
 
     def _fast_train(self, pairs: PairBatch, params: list[Params], batches: list[np.ndarray],
                     steps: int, lr: float):
         import torch
-        import torch.nn.functional as F
 
         from .lora_batched import LeafGroups, plan_groups
 
@@ -506,7 +567,9 @@ class LoraBackend:
             # one leaf group per kept step count (AdamW's bias correction is per tensor)
             groups = [[p for p, c in enumerate(counts) if c == c0] for c0 in sorted(set(counts))]
             leaves = LeafGroups(self._stacks(modules, [params[m] for m in modules]), groups)
-            opt = self._optimizer([t for g in leaves.leaves for t in g], lr) if steps else None
+            flat_leaves = [t for g in leaves.leaves for t in g]
+            opt = self._optimizer(flat_leaves, lr)  # a probe (steps = 0) never steps it
+            scaler = self.compute.scaler()
             if any(counts):
                 moments = {name: self._stacks(modules, [s[name] if s else params[m] for s, m
                                                         in zip(kept, modules)]).leaves()
@@ -517,35 +580,30 @@ class LoraBackend:
                     ix = torch.as_tensor(g, dtype=torch.long)
                     for j, leaf in enumerate(group):
                         opt.state[leaf] = {"step": torch.tensor(float(counts[g[0]])),
-                                           "exp_avg": moments["exp_avg"][j][ix].clone(),
-                                           "exp_avg_sq": moments["exp_avg_sq"][j][ix].clone()}
-            total = torch.zeros(len(sel), dtype=torch.float64)
+                                           "exp_avg": moments["exp_avg"][j][ix.to(leaf.device)].clone(),
+                                           "exp_avg_sq": moments["exp_avg_sq"][j][ix.to(leaf.device)].clone()}
+            total = torch.zeros(len(sel), dtype=torch.float64, device=self.device)
             lengths = self.train.cache.lengths
             for s in range(max(steps, 1)):
                 rows = [batches[i][s] for i in sel]
-                stacks = leaves.stacks()
-                per = torch.zeros(len(sel), dtype=torch.float64)
-                longest = [int(lengths[r].max()) for r in rows]
-                for group in plan_groups(longest, self.options.batch if steps else len(rows[0])):
-                    logits = self._fast_forward(self.train, [rows[i] for i in group], stacks.select(group))
-                    y = torch.from_numpy(self.train.labels[np.stack([rows[i] for i in group])])
-                    lg = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
-                                         reduction="none").view(len(group), -1).mean(1)
-                    lg.sum().backward()  # pairs are independent: each gets its own gradient
-                    per[group] = lg.detach().double()
+                per = torch.zeros(len(sel), dtype=torch.float64, device=self.device)
+                groups = plan_groups([int(lengths[r].max()) for r in rows],
+                                     self.options.batch if steps else len(rows[0]))
+                self._gradients(partial(self._fast_passes, leaves, rows, groups, per), scaler, opt,
+                                flat_leaves)
                 if s == 0:
-                    grad_sq[sel] = leaves.grad_sq().numpy()
+                    grad_sq[sel] = leaves.grad_sq().cpu().numpy()
                 total += per
-                if steps == 0:
-                    break
-                opt.step()
+                if steps:
+                    scaler.step(opt)
+                    scaler.update()
                 opt.zero_grad(set_to_none=True)
-            loss[sel] = (total / max(steps, 1)).numpy()
-            if steps:
-                final = leaves.stacks()
+            loss[sel] = (total / max(steps, 1)).cpu().numpy()
+            if steps:  # the module arrays cross to the host once, as whole stacks
+                final = leaves.stacks().to("cpu")
                 if self._keeps_state():  # the moments, in pair order like the parameters
-                    moments = [leaves.assemble([[opt.state[t][name] for t in g] for g in leaves.leaves])
-                               for name in ("exp_avg", "exp_avg_sq")]
+                    moments = [leaves.assemble([[opt.state[t][name] for t in g] for g in leaves.leaves]
+                                               ).to("cpu") for name in ("exp_avg", "exp_avg_sq")]
                 for p, i in enumerate(sel):
                     m = modules[p]
                     new = self._unstack(final, p, m)
@@ -553,7 +611,7 @@ class LoraBackend:
                     if self._keeps_state():
                         self._optim[(ues[p], m)] = {
                             "step": counts[p] + steps,
-                            **{name: {k: v.clone() for k, v in self._unstack(st, p, m).items()}
+                            **{name: {k: v.numpy().copy() for k, v in self._unstack(st, p, m).items()}
                                for name, st in zip(("exp_avg", "exp_avg_sq"), moments)}}
         return updates, loss, grad_sq
 
@@ -576,16 +634,32 @@ class LoraBackend:
         from .lora_batched import pad_examples
 
         length = self.options.max_length if self.options.padding == "max_length" else None
-        return pad_examples([data.examples[int(i)] for i in rows], self.pad_id, length)
+        enc = pad_examples([data.examples[int(i)] for i in rows], self.pad_id, length)
+        return {k: v.to(self.device) for k, v in enc.items()}
+
+    def _labels(self, data: _Data, rows: np.ndarray):
+        """The labels of ``rows`` (any shape) as a tensor on the device."""
+        import torch
+
+        return torch.from_numpy(data.labels[rows]).to(self.device)
 
     def _ref_logits(self, data: _Data, rows, m: int, params: Params):
         self._load_adapter(m, params)
         return self.peft(**self._batch_inputs(data, rows))
 
+    def _ref_pass(self, rows: np.ndarray, per, scale) -> None:
+        """Forward and backward pass of the active adapter on one batch; its loss into ``per``."""
+        import torch.nn.functional as F
+
+        with self.compute.autocast():
+            logits = self.peft(**self._batch_inputs(self.train, rows))
+        loss = F.cross_entropy(logits.float(), self._labels(self.train, rows))
+        scale(loss).backward()
+        per[0] = loss.detach().double()
+
     def _ref_train(self, pairs: PairBatch, params: list[Params], batches: list[np.ndarray],
                    steps: int, lr: float):
         import torch
-        import torch.nn.functional as F
         from peft import get_peft_model_state_dict
 
         from .lora_model import to_numpy
@@ -598,28 +672,24 @@ class LoraBackend:
             ue, m = int(pairs.ue[i]), int(pairs.module[i])
             named = self._load_adapter(m, params[m])
             leaves = list(named.values())
-            opt = self._optimizer(leaves, lr) if steps else None
+            opt = self._optimizer(leaves, lr)  # a probe (steps = 0) never steps it
+            scaler = self.compute.scaler()
             kept = self._kept(ue, m) if steps else None
             if kept is not None:
                 for key, leaf in named.items():
                     opt.state[leaf] = {"step": torch.tensor(float(kept["step"])),
-                                       "exp_avg": kept["exp_avg"][key].clone(),
-                                       "exp_avg_sq": kept["exp_avg_sq"][key].clone()}
+                                       "exp_avg": _tensor(kept["exp_avg"][key]).to(self.device),
+                                       "exp_avg_sq": _tensor(kept["exp_avg_sq"][key]).to(self.device)}
             total = 0.0
             for s in range(max(steps, 1)):
-                rows = batches[i][s]
-                logits = self.peft(**self._batch_inputs(self.train, rows))
-                y = torch.from_numpy(self.train.labels[rows])
-                per = F.cross_entropy(logits, y)
-                per.backward()
+                per = torch.zeros(1, dtype=torch.float64, device=self.device)
+                self._gradients(partial(self._ref_pass, batches[i][s], per), scaler, opt, leaves)
                 if s == 0:
                     grad_sq[i] = float(sum(t.grad.double().pow(2).sum() for t in leaves))
-                total += float(per.detach())
-                if steps == 0:
-                    for t in leaves:
-                        t.grad = None
-                    break
-                opt.step()
+                total += float(per[0])
+                if steps:
+                    scaler.step(opt)
+                    scaler.update()
                 opt.zero_grad(set_to_none=True)
             loss[i] = total / max(steps, 1)
             if steps:
@@ -628,7 +698,8 @@ class LoraBackend:
                 if self._keeps_state():
                     self._optim[(ue, m)] = {
                         "step": (kept["step"] if kept else 0) + steps,
-                        **{name: {key: opt.state[t][name].detach().clone() for key, t in named.items()}
+                        **{name: {key: opt.state[t][name].detach().cpu().numpy().copy()
+                                  for key, t in named.items()}
                            for name in ("exp_avg", "exp_avg_sq")}}
         return updates, loss, grad_sq
 
@@ -677,7 +748,7 @@ class LoraBackend:
         data = data or self.test
         M = len(params)
         n = len(data.examples)
-        out = np.zeros((M, n, self.num_labels), dtype=np.float32)
+        out = torch.zeros((M, n, self.num_labels), dtype=torch.float32, device=self.device)
         lengths = np.array([len(e["input_ids"]) for e in data.examples])
         order = np.argsort(-lengths, kind="stable")
         E = self.options.eval_batch
@@ -686,15 +757,16 @@ class LoraBackend:
                 stacks = self._stacks(list(range(M)), params)
                 for s in range(0, n, E):
                     idx = order[s:s + E]
-                    logits = self._fast_forward(data, [idx] * M, stacks)
-                    out[:, idx] = logits.numpy()
+                    out[:, torch.from_numpy(idx).to(self.device)] = self._fast_forward(data, [idx] * M, stacks)
             else:
                 for m in range(M):
                     self._load_adapter(m, params[m])
                     for s in range(0, n, E):
                         idx = order[s:s + E]
-                        out[m, idx] = self.peft(**self._batch_inputs(data, idx)).numpy()
-        return out
+                        with self.compute.autocast():
+                            logits = self.peft(**self._batch_inputs(data, idx))
+                        out[m, torch.from_numpy(idx).to(self.device)] = logits.float()
+        return out.cpu().numpy()  # one copy to the host
 
     def evaluate(self, params: list[Params], ensembles: np.ndarray) -> Evaluation:
         """Ensemble inference (3) on the test split.
@@ -733,21 +805,19 @@ class LoraBackend:
         """Sampling state, and the kept AdamW state of every (UE, module) under
         ``optimizer_state: keep`` (its moments as numpy arrays, by adapter key)."""
         optim = [{"ue": k, "module": m, "step": st["step"],
-                  **{name: {key: v.cpu().numpy().copy() for key, v in st[name].items()}
+                  **{name: {key: v.copy() for key, v in st[name].items()}
                      for name in ("exp_avg", "exp_avg_sq")}}
                  for (k, m), st in sorted(self._optim.items())]
         return {"rng": self._rng.bit_generator.state, "order": [o.copy() for o in self._order],
                 "cursor": self._cursor.copy(), "optim": optim}
 
     def load_state_dict(self, state: dict) -> None:
-        import torch
-
         self._rng.bit_generator.state = state["rng"]
         self._order = [np.asarray(o).copy() for o in state["order"]]
         self._cursor = np.asarray(state["cursor"]).copy()
         self._optim = {(int(st["ue"]), int(st["module"])): {
             "step": int(st["step"]),
-            **{name: {key: torch.from_numpy(np.array(v, dtype=np.float32)) for key, v in st[name].items()}
+            **{name: {key: np.array(v, dtype=np.float32) for key, v in st[name].items()}
                for name in ("exp_avg", "exp_avg_sq")}} for st in state.get("optim", [])}
 
     # --- saving a run -----------------------------------------------------------------------------
@@ -954,4 +1024,6 @@ def check_run_params(backend: LoraBackend, params: list[Params], run_dir: str | 
 
 _INTERNAL = ("batch", "alpha_dir", "seed")  # from the system config and the run's seed
 LoraBackend.OPTIONS = {k: v for k, v in LoraOptions().to_dict().items() if k not in _INTERNAL}
+# an integer or "all": no single type for the run config's check; None there = LoraOptions' 2
+LoraBackend.OPTIONS["top_layers"] = None
 OPTIONS = LoraBackend.OPTIONS

@@ -66,7 +66,7 @@ class PairStacks:
         """The stacks of pairs ``idx`` (differentiable gathers of the leaves)."""
         if idx == list(range(self.head[0].shape[0])):
             return self
-        ix = torch.as_tensor(idx, dtype=torch.long)
+        ix = torch.as_tensor(idx, dtype=torch.long, device=self.head[0].device)
         lora = {k: (A[ix], B[ix], s[ix]) for k, (A, B, s) in self.lora.items()}
         return PairStacks(lora, (self.head[0][ix], self.head[1][ix]))
 
@@ -76,6 +76,11 @@ class PairStacks:
         for A, B, _ in self.lora.values():
             out += [A, B]
         return out + list(self.head)
+
+    def to(self, device) -> PairStacks:
+        """The stacks on ``device`` (trainable tensors and scales)."""
+        lora = {k: (A.to(device), B.to(device), s.to(device)) for k, (A, B, s) in self.lora.items()}
+        return PairStacks(lora, (self.head[0].to(device), self.head[1].to(device)))
 
     def replace(self, tensors: list[torch.Tensor]) -> PairStacks:
         """The same slots and scales with new trainable tensors (in :meth:`leaves` order)."""
@@ -100,8 +105,9 @@ class LeafGroups:
         self.groups = [list(g) for g in groups]
         order = [p for g in self.groups for p in g]
         self.inverse = torch.argsort(torch.as_tensor(order, dtype=torch.long))
-        self.leaves = [[t.detach()[torch.as_tensor(g, dtype=torch.long)].clone().requires_grad_(True)
-                        for t in stacks.leaves()] for g in self.groups]
+        device = stacks.head[0].device
+        self.leaves = [[t.detach()[torch.as_tensor(g, dtype=torch.long, device=device)].clone()
+                        .requires_grad_(True) for t in stacks.leaves()] for g in self.groups]
 
     def assemble(self, per_group: list[list[torch.Tensor]]) -> PairStacks:
         """Per-group tensors (in :meth:`PairStacks.leaves` order) back in pair order."""
@@ -161,8 +167,9 @@ class TopStack(nn.Module):
                 slot.A = slot.B = slot.scale = None
         W, b = stacks.head
         P = W.shape[0]
-        pooled = mean_pool(h, mask).reshape(P, -1, h.shape[-1])  # (P, B, H)
-        return torch.baddbmm(b.unsqueeze(1), pooled, W.transpose(1, 2))
+        with torch.autocast(device_type=h.device.type, enabled=False):  # the head in fp32
+            pooled = mean_pool(h.float(), mask).reshape(P, -1, h.shape[-1])  # (P, B, H)
+            return torch.baddbmm(b.unsqueeze(1), pooled, W.transpose(1, 2))
 
 
 def plan_groups(lengths: list[int], rows_per_pair: int, overhead: int = 256) -> list[list[int]]:
@@ -199,9 +206,12 @@ class _Stop(Exception):
 class PrefixCache:
     """Hidden states entering block ``first`` for a list of tokenised examples, unpadded.
 
-    Stored as one flat (total_tokens, H) tensor in ``dtype`` with per-example offsets. Built by
-    running the frozen encoder with a pre-hook on block ``first`` that captures its input and
-    stops the forward pass there, so no block above it is ever computed.
+    Stored as one flat (total_tokens, H) tensor in ``dtype`` with per-example offsets, on the
+    encoder's device. Built by running the frozen encoder (in fp32) with a pre-hook on block
+    ``first`` that captures its input and stops the forward pass there, so no block above it is
+    ever computed. For ``first = 0`` (LoRA in every block) it holds the embedding layer's
+    output: word + position + token-type embeddings after their LayerNorm, exactly what block
+    0 receives.
     """
 
     def __init__(self, encoder: nn.Module, block: nn.Module, examples: list[dict], pad_id: int,
@@ -210,20 +220,25 @@ class PrefixCache:
         from tqdm.auto import tqdm
 
         lengths = torch.tensor([len(e["input_ids"]) for e in examples], dtype=torch.long)
-        self.lengths = lengths
+        self.lengths = lengths  # on the host: padding plans never wait for the device
         self.offsets = torch.zeros(len(examples) + 1, dtype=torch.long)
         self.offsets[1:] = torch.cumsum(lengths, 0)
         hidden_size = encoder.config.hidden_size
-        self.flat = torch.empty(int(self.offsets[-1]), hidden_size, dtype=dtype)
+        self.device = next(encoder.parameters()).device
+        self.flat = torch.empty(int(self.offsets[-1]), hidden_size, dtype=dtype, device=self.device)
+        self._lengths = lengths.to(self.device)
+        self._offsets = self.offsets.to(self.device)
 
         order = torch.argsort(lengths, descending=True).tolist()  # similar lengths share a batch
         for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress,
                           leave=False):
             idx = order[start:start + batch_size]
             h = _capture(encoder, block, pad_examples([examples[i] for i in idx], pad_id))
-            for row, i in enumerate(idx):
-                n = int(lengths[i])
-                self.flat[self.offsets[i]:self.offsets[i] + n] = h[row, :n].to(dtype)
+            ix = torch.as_tensor(idx, dtype=torch.long)
+            pos = torch.arange(h.shape[1])
+            real = pos[None, :] < lengths[ix][:, None]  # (n, S): the real tokens, row-major
+            dest = (self.offsets[ix][:, None] + pos[None, :])[real]
+            self.flat[dest.to(self.device)] = h[real.to(self.device)].to(dtype)
 
     def __len__(self) -> int:
         return int(self.lengths.shape[0])
@@ -233,16 +248,15 @@ class PrefixCache:
         return self.flat.element_size() * self.flat.numel()
 
     def batch(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(hidden (n, S, H) float32, mask (n, S)) padded to the longest of ``idx``."""
+        """(hidden (n, S, H) float32, mask (n, S)) padded to the longest of ``idx``: one gather
+        on the device, padding positions exactly zero."""
         S = int(self.lengths[idx].max())
-        H = self.flat.shape[1]
-        hidden = torch.zeros(len(idx), S, H, dtype=torch.float32)
-        mask = torch.zeros(len(idx), S, dtype=torch.long)
-        for row, i in enumerate(idx):
-            n = int(self.lengths[i])
-            hidden[row, :n] = self.flat[self.offsets[i]:self.offsets[i] + n]
-            mask[row, :n] = 1
-        return hidden, mask
+        ix = torch.as_tensor(idx, dtype=torch.long).to(self.device)
+        pos = torch.arange(S, device=self.device)
+        real = pos[None, :] < self._lengths[ix][:, None]  # (n, S)
+        src = torch.where(real, self._offsets[ix][:, None] + pos[None, :], 0)
+        hidden = self.flat[src].float() * real[..., None]
+        return hidden, real.long()
 
 
 _MEMO: OrderedDict[str, PrefixCache] = OrderedDict()
@@ -257,9 +271,10 @@ def _capture(encoder: nn.Module, block: nn.Module, enc: dict[str, torch.Tensor])
         raise _Stop(args[0] if args else kwargs["hidden_states"])
 
     handle = block.register_forward_pre_hook(hook, with_kwargs=True)
+    device = next(encoder.parameters()).device
     try:
         with torch.no_grad():
-            encoder(**enc)
+            encoder(**{k: v.to(device) for k, v in enc.items()})
         raise RuntimeError("prefix cache: the hooked block was never reached")
     except _Stop as stop:
         return stop.hidden
@@ -272,7 +287,8 @@ def _fingerprint(encoder: nn.Module, block: nn.Module, examples: list[dict], pad
     """SHA-1 of what a prefix cache depends on: every example's token ids (and types), the pad
     id, the storage dtype, and the frozen prefix itself, identified by its output on the first
     few examples (so LoRA adapters above the cut, which differ between schemes, do not count)."""
-    h = hashlib.sha1(f"{pad_id}|{dtype}|{len(examples)}".encode())
+    device = next(encoder.parameters()).device
+    h = hashlib.sha1(f"{pad_id}|{dtype}|{device}|{len(examples)}".encode())
     for e in examples:
         for key in ("input_ids", "token_type_ids"):
             if key in e:
@@ -280,7 +296,7 @@ def _fingerprint(encoder: nn.Module, block: nn.Module, examples: list[dict], pad
                 h.update(torch.as_tensor(e[key], dtype=torch.int64).numpy().tobytes())
     if examples:
         probe = _capture(encoder, block, pad_examples(examples[:4], pad_id))
-        h.update(probe.float().contiguous().numpy().tobytes())
+        h.update(probe.float().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
 
 

@@ -30,6 +30,8 @@ __all__ = [
     "load_encoder",
     "MeanPoolClassifier",
     "find_layers",
+    "resolve_device",
+    "Compute",
     "linear_shapes",
     "default_targets",
     "ModuleLayout",
@@ -111,7 +113,47 @@ class MeanPoolClassifier(nn.Module):
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         kwargs = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
-        return self.classifier(mean_pool(hidden, attention_mask))
+        with torch.autocast(device_type=hidden.device.type, enabled=False):  # the head in fp32
+            return self.classifier(mean_pool(hidden.float(), attention_mask))
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: the first CUDA device when torch sees one, else the CPU; ``cuda``/``cuda:N``
+    must exist (else a one-line ConfigError, before anything loads)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: {name} asked for, but this torch ({torch.__version__}) sees "
+                              f"no CUDA device; use device: auto or cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device: {name} asked for, but only {torch.cuda.device_count()} "
+                              f"CUDA device(s) are visible")
+    return dev
+
+
+class Compute:
+    """The compute dtype of the forward and backward passes, through ``torch.autocast``.
+
+    Matmuls and attention run in ``dtype``; the LoRA and head master weights, their gradients,
+    the optimizer's steps, the head (mean pooling + linear), the losses and ||grad||^2 stay in
+    fp32. ``float16`` adds dynamic loss scaling (``torch.amp.GradScaler``): without it the fp16
+    activation gradients underflow (on the tiny test encoder, updates then lose half their
+    mass). ``bfloat16`` has fp32's exponent range and needs no scaling.
+    """
+
+    def __init__(self, device: torch.device, dtype: str) -> None:
+        self.device = device
+        self.dtype = getattr(torch, dtype)
+
+    def scaler(self):
+        """A loss scaler for one local update: active for float16 only (else a pass-through)."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+
+    def autocast(self):
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype,
+                              enabled=self.dtype != torch.float32)
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
