@@ -271,8 +271,11 @@ def _compact(W: np.ndarray, A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     m = int(used.sum(axis=1).max(initial=0))
     if m == W.shape[1]:
         return W, A
-    order = np.argsort(~used, axis=1, kind="stable")[:, :m]
-    return np.take_along_axis(W, order, axis=1), np.take_along_axis(A, order, axis=1)
+    rows, cols = np.nonzero(used)  # row by row, slots in order
+    slot = np.cumsum(used, axis=1)[rows, cols] - 1
+    Wc, Ac = np.zeros((W.shape[0], m)), np.zeros((W.shape[0], m))
+    Wc[rows, slot], Ac[rows, slot] = W[rows, cols], A[rows, cols]
+    return Wc, Ac
 
 
 def _rows(M: int) -> tuple:
