@@ -165,7 +165,7 @@ def escape(sys_: RoundSystem, x: np.ndarray, p: np.ndarray, b: np.ndarray,
     pg = np.geomspace(sys_.P_min, sys_.P_max, n_grid)
     lo = np.log(sys_.b_min[ks, ms])
     # the grid in layout (G or H, pairs): every operation below runs along the pairs (long
-    # contiguous loops, not G-long ones), in chunks of pairs that keep (H, chunk) in cache
+    # contiguous loops, not G-long ones), in chunks of pairs
     bg = np.exp(lo[None, :] + (0.0 - lo)[None, :] * np.linspace(0, 1, n_grid)[:, None])
     ekp = np.exp(-Kap[None, :] * (pg ** (-g))[:, None]) if grid is None or n_grid not in grid \
         else None  # e^{−κ p^{−2/α}} (G, N)
@@ -176,7 +176,7 @@ def escape(sys_: RoundSystem, x: np.ndarray, p: np.ndarray, b: np.ndarray,
     fresh = base is None
     if fresh and grid is not None and n_grid * n_grid * ks.size <= GRID_CACHE:
         base = grid[n_grid] = np.empty((n_grid, n_grid, ks.size))
-    step = 512
+    step = 8192  # pairs per chunk: long loops; numpy call overhead matters more than L2
     buf, tmp = np.empty((n_grid, step)), np.empty((n_grid, step))
     for i in range(0, ks.size, step):
         sl = slice(i, i + step)
