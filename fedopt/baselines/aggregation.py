@@ -151,21 +151,45 @@ def flexlora_aggregate(local: list[Params], weights, scales, ranks: list[int],
     dW = {a: sum(p[i] * s[i] * (q[b] @ q[a]) for i, q in enumerate(local)) for a, b in pairs}
     others = {k: np.tensordot(p, np.stack([q[k] for q in local]), axes=1)
               for k in _other_keys(local[0])}
-    svd = {a: np.linalg.svd(dW[a], full_matrices=False) for a, _ in pairs}
+    svd = {a: _svd(dW[a], max(ranks)) for a, _ in pairs}
     out = []
     for r, s_out in zip(ranks, so):
         params: Params = {k: v.copy() for k, v in others.items()}
         for a, b in pairs:
             U, S, Vt = svd[a]
             dtype = local[0][a].dtype
-            rr = min(r, S.shape[0])
-            A = np.zeros((r, Vt.shape[1]), dtype=dtype)
-            B = np.zeros((U.shape[0], r), dtype=dtype)
-            A[:rr] = Vt[:rr]
-            B[:, :rr] = U[:, :rr] * (S[:rr] / s_out)
-            params[a], params[b] = A, B
+            params[a] = np.asarray(Vt[:r], dtype=dtype)
+            params[b] = np.asarray(U[:, :r] * (S[:r] / s_out), dtype=dtype)
         out.append(params)
     return out, dW
+
+
+def _svd(dW: np.ndarray, r_max: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """U (n_out, r_max), S (r_max,), Vᵀ (r_max, n_in) of ΔW, defined beyond its numerical rank.
+
+    Singular values below numpy's rank tolerance are set to 0 and their right singular
+    vectors, which any orthonormal completion could be (LAPACK's pick jumps under 1e-17
+    perturbations), are replaced by a fixed one: one at a time, the unit basis vector e_j
+    farthest from the rows kept, made orthogonal to them (Gram-Schmidt). A component past the rank then starts like a
+    fresh LoRA component, B = 0 and A a unit row (ours: [7] leaves the completion open)."""
+    U, S, Vt = np.linalg.svd(dW, full_matrices=False)
+    tol = S.max(initial=0.0) * max(dW.shape) * np.finfo(float).eps
+    k = min(int(np.sum(S > tol)), r_max)
+    n_out, n_in = dW.shape
+    rows = [Vt[i] for i in range(k)]
+    while len(rows) < min(r_max, n_in):
+        Q = np.array(rows).reshape(len(rows), n_in)
+        resid = np.eye(n_in) - Q.T @ (Q @ np.eye(n_in))  # e_j minus its projection, columns
+        resid -= Q.T @ (Q @ resid)  # re-orthogonalised (Kahan: twice is enough)
+        j = int(np.argmax(np.linalg.norm(resid, axis=0)))  # the e_j farthest from the span
+        rows.append(resid[:, j] / np.linalg.norm(resid[:, j]))
+    A = np.zeros((r_max, n_in))
+    A[:len(rows)] = np.array(rows)
+    Uo = np.zeros((n_out, r_max))
+    Uo[:, :k] = U[:, :k]
+    So = np.zeros(r_max)
+    So[:k] = S[:k]
+    return Uo, So, A
 
 
 def tail_norm(params: Params, keep: int) -> float:

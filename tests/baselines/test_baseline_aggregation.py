@@ -164,3 +164,20 @@ def test_bad_weights_raise():
         hetlora_aggregate(local, [0.0])
     with pytest.raises(ValueError):
         hetlora_aggregate(local, [1.0, 2.0])
+
+
+def test_flexlora_rank_above_the_rank_of_delta_w_is_well_defined():
+    """ΔW (10 × 65) has rank ≤ 10; a rank-16 output needs 6 more rows of A. They are
+    orthonormal, orthogonal to ΔW's row space, B is 0 there, and a 1e-16 change of the
+    uploads moves them by 1e-15 (LAPACK's own completion can jump by O(1))."""
+    rng = np.random.default_rng(3)
+    local = [{"A": rng.normal(size=(8, 65)), "B": rng.normal(size=(10, 8))} for _ in range(3)]
+    nudged = [{k: v + 1e-16 * rng.normal(size=v.shape) for k, v in q.items()} for q in local]
+    (out,), dW = flexlora_aggregate(local, [1, 2, 3], [1.0] * 3, [16], out_scales=[1.0])
+    (out2,), _ = flexlora_aggregate(nudged, [1, 2, 3], [1.0] * 3, [16], out_scales=[1.0])
+    A, B = out["A"], out["B"]
+    np.testing.assert_allclose(A @ A.T, np.eye(16), atol=1e-12)
+    np.testing.assert_allclose(B @ A, dW["A"], atol=1e-12)  # still ΔW exactly (full rank 10)
+    np.testing.assert_allclose(B[:, 10:], 0.0, atol=1e-12)
+    np.testing.assert_allclose(dW["A"] @ A[10:].T, 0.0, atol=1e-10)
+    assert np.abs(out2["A"] - A).max() < 1e-12
