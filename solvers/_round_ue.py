@@ -40,7 +40,7 @@ import numpy as np
 from ..costs import RoundSystem
 from ._bandwidth_core import EPS, Box, inflections
 
-__all__ = ["UEData", "UEResult", "subsets", "ue_lagrangian", "ue_probe"]
+__all__ = ["UEData", "UEResult", "subsets", "ue_lagrangian", "ue_search"]
 
 
 def subsets(M: int, M_max: int) -> np.ndarray:
@@ -129,30 +129,54 @@ def _subset_values(data: UEData, ks, pair_v, mu: float, allowed):
     return np.where(ok, vals, np.inf)
 
 
-def ue_probe(data: UEData, nu: float, mu: float, allowed: np.ndarray, s_lo: np.ndarray,
-             s_hi: np.ndarray, grid: int = 33):
-    """The best point of each UE's subproblem over a grid of ``grid`` powers in [s_lo, s_hi]
-    (no certificate: the dual search's oracle). Returns (value, subset, p, b) as
+def ue_search(data: UEData, nu: float, mu: float, allowed: np.ndarray, s_lo: np.ndarray,
+              s_hi: np.ndarray, grid: int = 17, zoom: int = 17, levels: int = 5) -> UEResult:
+    """Each UE's best point without a certificate (the dual search's oracle): for every
+    allowed subset, the best of ``grid`` powers in [s_lo, s_hi], refined by zooming into the
+    grid cells beside it; then the best subset (or S = ∅ at 0). Returns a
     :class:`UEResult` with lb = −inf."""
-    K = data.K
+    K, M = data.K, data.cS.size
+    nS = data.subs.shape[0]
     t = np.linspace(0.0, 1.0, grid)
-    s = (s_lo[:, None] + (s_hi - s_lo)[:, None] * t[None, :]).ravel()
+    span = s_hi - s_lo
+    sg = s_lo[:, None] + span[:, None] * t[None, :]
     ks = np.repeat(np.arange(K), grid)
-    b, v, _, _ = _boxes(data, ks, s, s, nu, False)
-    vals = _subset_values(data, ks, v, mu, allowed)
-    j = np.argmin(vals, axis=1)
-    best = vals[np.arange(ks.size), j].reshape(K, grid)
-    g = np.argmin(best, axis=1)
-    rows = np.arange(K) * grid + g
-    ub = best[np.arange(K), g]
-    sub = j[rows]
-    empty_ok = allowed[:, 0]
-    use_empty = empty_ok & (ub >= 0.0)
-    ub = np.where(use_empty, 0.0, ub)
-    sub = np.where(use_empty, 0, sub)
-    mask = data.subs[sub]
-    return UEResult(np.full(K, -np.inf), ub, sub, np.exp(s[rows]),
-                    np.where(mask, b[rows], 0.0), rows.size)
+    _, v, _, _ = _boxes(data, ks, sg.ravel(), sg.ravel(), nu, False)
+    vals = _subset_values(data, ks, v, mu, allowed).reshape(K, grid, nS)
+    # zoom per (UE, nonempty subset): ``zoom`` points on the two grid cells beside its best
+    # point, then again on the two beside the new best, ``levels`` times (each ×(zoom−1)/2)
+    kk, jj = np.nonzero(np.isfinite(vals[:, 0, 1:]))
+    jj = jj + 1
+    g = np.argmin(vals[kk, :, jj], axis=1)
+    best_s, best_v = sg[kk, g], vals[kk, g, jj]
+    half = span[kk] / (grid - 1)
+    subm = data.subs[jj].astype(float)
+    u = np.linspace(-1.0, 1.0, zoom)
+    n = kk.size
+    for _ in range(levels if n else 0):
+        x = np.clip(best_s[:, None] + half[:, None] * u[None, :], s_lo[kk, None], s_hi[kk, None])
+        kz = np.repeat(kk, zoom)
+        _, vz, _, _ = _boxes(data, kz, x.ravel(), x.ravel(), nu, False)
+        fz = np.einsum("nzm,nm->nz", (data.d[kz] - mu + vz).reshape(n, zoom, M), subm)
+        i = np.argmin(fz, axis=1)
+        fi = fz[np.arange(n), i]
+        better = fi < best_v
+        best_s = np.where(better, x[np.arange(n), i], best_s)
+        best_v = np.where(better, fi, best_v)
+        half = half * 2.0 / (zoom - 1)
+    # the best subset per UE
+    ub = np.where(allowed[:, 0], 0.0, np.inf)
+    sub = np.zeros(K, np.intp)
+    p = np.exp(s_hi).copy()
+    order = np.lexsort((best_v, kk))
+    first = np.ones(order.size, bool)
+    first[1:] = kk[order][1:] != kk[order][:-1]
+    i = order[first]
+    i = i[best_v[i] < ub[kk[i]]]
+    ub[kk[i]], sub[kk[i]], p[kk[i]] = best_v[i], jj[i], np.exp(best_s[i])
+    b, _, _, _ = _boxes(data, np.arange(K), np.log(p), np.log(p), nu, False)
+    return UEResult(np.full(K, -np.inf), ub, sub, p, np.where(data.subs[sub], b, 0.0),
+                    K * grid + kk.size * zoom * levels)
 
 
 def ue_lagrangian(data: UEData, nu: float, mu: float, allowed: np.ndarray, s_lo: np.ndarray,

@@ -33,12 +33,12 @@ from ..costs import RoundSystem
 from ..errors import InstanceError
 from ._round_bcd import RoundOptions, bcd
 from ._round_joint import joint, repair
-from ._solution import Solution, quiet, relative_gap
+from ._solution import Solution, certify, quiet, relative_gap
 
 __all__ = ["ROUND_METHODS", "RoundPoint", "solve_round", "repair_switching"]
 
 #: The methods of :func:`solve_round`.
-ROUND_METHODS = ("bcd", "joint", "scip")
+ROUND_METHODS = ("auto", "bcd", "joint", "scip")
 
 #: Drop scheduled pairs until Σ b^min ≤ budget (7d): ``repair_switching(x, b_min, costs)``.
 repair_switching = repair
@@ -108,6 +108,8 @@ def solve_round(system: RoundSystem, M_max: int, *, floor: int = 0, method: str 
     t0 = time.perf_counter()
     if method == "scip":
         return _scip(system, M_max, floor, x, available, time_limit, rel_gap)
+    if method == "auto":
+        return _auto(system, M_max, floor, x, available, rel_gap, time_limit, t0)
     opts = RoundOptions(power_method=power_method, bandwidth_method=bandwidth_method, tol=tol,
                         max_iter=max_iter, escapes=escapes, grid_start=grid_start,
                         max_evals=max_evals)
@@ -154,3 +156,22 @@ def _scip(system, M_max, floor, x, available, time_limit, rel_gap) -> Solution:
                     extras={"native_status": res.native_status,
                             "scip_objective": res.scip_objective, **res.extras},
                     gap_abs=gap_abs)
+
+
+def _auto(system, M_max, floor, x, available, rel_gap, time_limit, t0) -> Solution:
+    """The certified global method (``solvers/_round_global.py``), labelled by ``certify``."""
+    from ._round_global import objective_rounding, solve
+
+    xx, p, b, obj, bound, status, nodes, extras = solve(
+        system, M_max, floor, available=available, x_given=x, tol=rel_gap,
+        time_limit=time_limit)
+    if xx is None:
+        K, M = system.K, system.M
+        point = RoundPoint(np.zeros((K, M), np.int8), np.full(K, system.P_max), np.zeros((K, M)))
+        return Solution(point, math.nan, status, "auto", nodes, time.perf_counter() - t0,
+                        None if status != "infeasible" else bound, None, extras)
+    rounding, scale = objective_rounding(system, xx, p, b)
+    status, gap, gap_abs, met = certify(obj, bound, rounding, scale, rel_gap, status)
+    return Solution(RoundPoint(xx, p, b), obj, status, "auto", nodes,
+                    time.perf_counter() - t0, bound, gap,
+                    dict(extras, rounding=rounding, scale=scale), gap_abs, met)
