@@ -45,10 +45,21 @@ class _Data:
         self.WT, self.AT = np.ascontiguousarray(W.T), np.ascontiguousarray(A.T)
         self.kappa, self.C, self.g = kappa, C, gamma
 
-    def at(self, k: np.ndarray, s: np.ndarray):
-        """Quantities at points s (n,) of UEs k (n,): X, Y, X' (M, n), Ce, F, D (n,)."""
-        W, A = self.WT.take(k, axis=1), self.AT.take(k, axis=1)
-        kap = self.kappa[k]
+    def subset(self, k: np.ndarray) -> _Data:
+        """The data of UEs k (n,), in that order (then ``at(None, s)`` needs no gathers)."""
+        d = _Data.__new__(_Data)
+        d.WT, d.AT = self.WT.take(k, axis=1), self.AT.take(k, axis=1)
+        d.kappa, d.C, d.g = self.kappa[k], self.C[k], self.g
+        return d
+
+    def at(self, k: np.ndarray | None, s: np.ndarray):
+        """Quantities at points s (n,) of UEs k (n,) (None: all, in order): X, Y, X' (M, n),
+        Ce, F, D (n,)."""
+        if k is None:
+            W, A, kap, C = self.WT, self.AT, self.kappa, self.C
+        else:
+            W, A = self.WT.take(k, axis=1), self.AT.take(k, axis=1)
+            kap, C = self.kappa[k], self.C[k]
         t1 = np.exp(-s)
         t2 = np.exp(-self.g * s)
         with np.errstate(over="ignore"):  # A/p = inf is q = 0, exactly right
@@ -58,7 +69,7 @@ class _Data:
         Y = 1.0 + em
         X = At1 + self.g * kt2
         Xp = -At1 - (self.g * self.g) * kt2
-        Ce = self.C[k] * np.exp(s)
+        Ce = C * np.exp(s)
         F = Ce - np.sum(W * em, axis=0)
         D = Ce - np.sum(W * X * Y, axis=0)
         return X, Y, Xp, Ce, F, D
@@ -88,9 +99,10 @@ class _Data:
         np.subtract(Ce, np.sum(W * X * Y, axis=0), out=E[DD])
         return E
 
-    def d_and_dd(self, k, s):
-        X, Y, Xp, Ce, F, D = self.at(k, s)
-        dD = Ce - np.sum(self.WT.take(k, axis=1) * Y * (Xp + X * X), axis=0)
+    def d_and_dd(self, s):
+        """D, D' and F at points s (n,) of every UE of this data (a :meth:`subset`)."""
+        X, Y, Xp, Ce, F, D = self.at(None, s)
+        dD = Ce - np.sum(self.WT * Y * (Xp + X * X), axis=0)
         return D, dD, F
 
 
@@ -233,7 +245,7 @@ def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 4, max_depth: i
     # Newton in each convex cell with a sign change
     if convex_cells:
         kc, sa, sb, Da, Db = (np.concatenate(v) for v in zip(*convex_cells))
-        s_root, F_root = _newton(d, kc, sa, sb, Da, Db)
+        s_root, F_root, D_root = _newton(d, kc, sa, sb, Da, Db)
         cand_k.append(kc)
         cand_s.append(s_root)
         cand_F.append(F_root)
@@ -241,12 +253,11 @@ def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 4, max_depth: i
         st_s.append(s_root)
         # F is convex in s on the cell, so it lies above its tangent at the root found:
         # min F >= F(x) + min(D(x)(s_a − x), D(x)(s_b − x)); an inexact root only lowers it
-        D_root = d.at(kc, s_root)[5]
         tangent = F_root + np.minimum(D_root * (sa - s_root), D_root * (sb - s_root))
         np.minimum.at(lower, kc, tangent)
     if concave_cells:  # local maxima, reported only
         kc, sa, sb, Da, Db = (np.concatenate(v) for v in zip(*concave_cells))
-        s_root, _ = _newton(d, kc, sa, sb, -Da, -Db, sign=-1.0)
+        s_root = _newton(d, kc, sa, sb, -Da, -Db, sign=-1.0)[0]
         st_k.append(kc)
         st_s.append(s_root)
     best_F = np.full(K, np.inf)
@@ -294,19 +305,21 @@ def _update_best(best_F, best_s, k, s, F):
 def _newton(d: _Data, k, lo, hi, Dlo, Dhi, max_iter: int = 100, sign: float = 1.0):
     """Root of sign·D(s) on [lo, hi] where it is increasing (certified), negative at lo and
     positive at hi: Newton from the secant point, safeguarded by bisection.
-    Returns (s, F(s))."""
+    Returns (s, F(s), D(s))."""
     lo, hi = lo.copy(), hi.copy()
     s = lo - Dlo * (hi - lo) / (Dhi - Dlo)
     s = np.where((s > lo) & (s < hi), s, 0.5 * (lo + hi))
     out_s = s.copy()
     out_F = np.zeros_like(s)
+    out_D = np.zeros_like(s)
     idx = np.arange(s.size)
-    kk = k
+    dk = d.subset(k)  # the data of the cells still iterating
     for _ in range(max_iter):
-        D, dD, F = d.d_and_dd(kk, s)
-        D, dD = sign * D, sign * dD
+        D, dD, F = dk.d_and_dd(s)
         out_s[idx] = s
         out_F[idx] = F
+        out_D[idx] = D
+        D, dD = sign * D, sign * dD
         neg = D < 0
         lo = np.where(neg, s, lo)
         hi = np.where(neg, hi, s)
@@ -318,6 +331,7 @@ def _newton(d: _Data, k, lo, hi, Dlo, Dhi, max_iter: int = 100, sign: float = 1.
         sn = np.where(bad, 0.5 * (lo + hi), sn)
         if done.all():
             break
-        keep = ~done
-        idx, kk, s, lo, hi = idx[keep], kk[keep], sn[keep], lo[keep], hi[keep]
-    return out_s, out_F
+        keep = np.flatnonzero(~done)
+        idx, s, lo, hi = idx[keep], sn[keep], lo[keep], hi[keep]
+        dk = dk.subset(keep)
+    return out_s, out_F, out_D
