@@ -184,14 +184,8 @@ def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 4, max_depth: i
             monotone |= flat
         if monotone.all():
             break
-        if monotone.any():  # done with these: their minimum is an endpoint (a candidate)
-            keep = ~monotone
-            Ea, Eb = Ea.compress(keep, axis=1), Eb.compress(keep, axis=1)
-            kcell = kcell[keep]
-            Wk, Zl, Zu, D_low = (Wk.compress(keep, 1), Zl.compress(keep, 1), Zu.compress(keep, 1),
-                                 D_low[keep])
-            Xa, Ya, Xpa, Xb, Yb, Xpb = Ea[X_], Ea[Y_], Ea[XP], Eb[X_], Eb[Y_], Eb[XP]
-            Xa2, Xb2 = Xa2.compress(keep, 1), Xb2.compress(keep, 1)
+        # monotone cells are done (their minimum is an endpoint, a candidate); the tests
+        # below run on every cell (cheaper than compressing), monotone ones masked out
         T_up = np.maximum(Zu * Ya, Zu * Yb)
         T_low = np.minimum(Zl * Ya, Zl * Yb)
         # T_m = Y_m Z_m is monotone where G = X³ + 3 X X' + X'' keeps its sign
@@ -209,8 +203,8 @@ def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 4, max_depth: i
         scale2 = Eb[CE] + np.sum(Wk * Yb * (Xa2 - Xpa), axis=0) + 1e-300
         DD_low = Ea[CE] - np.sum(Wk * T_up, axis=0)
         DD_up = Eb[CE] - np.sum(Wk * T_low, axis=0)
-        convex = DD_low > MARGIN * scale2
-        concave = ~convex & (DD_up < -MARGIN * scale2)
+        convex = ~monotone & (DD_low > MARGIN * scale2)
+        concave = ~monotone & ~convex & (DD_up < -MARGIN * scale2)
         # convex cells with a sign change of D hold one interior minimum
         sc = convex & (Ea[DD] < 0) & (Eb[DD] > 0)
         if sc.any():
@@ -218,7 +212,7 @@ def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 4, max_depth: i
         sm_ = concave & (Ea[DD] > 0) & (Eb[DD] < 0)  # one local maximum inside
         if maxima and sm_.any():
             concave_cells.append((kcell[sm_], Ea[S][sm_], Eb[S][sm_], Ea[DD][sm_], Eb[DD][sm_]))
-        undecided = ~(convex | concave)
+        undecided = ~(monotone | convex | concave)
         if levels > max_depth or n_cells > 64 * n + 10_000:  # cap: keep rigorous bounds
             u = undecided
             if u.any():
