@@ -1,6 +1,6 @@
 """The paper's baselines as real implementations: FedLoRA [4], full-parameter fine-tuning,
 HetLoRA [6], FlexLoRA [7], the greedy / one-shot switching baselines, energy-constrained
-switching and maximum power. See :mod:`.schemes` for the table and docs/notes-baselines.md."""
+switching and maximum power. See :mod:`.schemes` for the table and MODEL-NOTES.md, "Baselines"."""
 
 from .aggregation import (
     delta_w,

@@ -2,7 +2,7 @@
 
 Both papers give each client a rank that fits its resources but leave the rule to the
 deployment ([6] Sec. 3 draws ranks from the device's capacity tier; [7] Sec. 3.1 from its
-resource budget). Here the resources are the system model's (ours, docs/notes-baselines.md):
+resource budget). Here the resources are the system model's (ours, MODEL-NOTES.md, "Baselines"):
 
 - compute and the deadline: the rank's bandwidth floor b^min_{k,r} of (13), which grows with
   the upload size S_r and shrinks with the slack T_max − t^cmp_{k,r};

@@ -43,6 +43,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     s.add_argument("--evaluate", choices=("nodes", "server", "off"), default="nodes",
                    help="ensemble evaluation (3): on every node (federated, default), on the "
                         "server's backend (one pass, as fedopt simulate does) or off")
+    s.add_argument("--scheme", metavar="NAME",
+                   help="run a baseline (fedlora, full, hetlora, flexlora, greedy, ...; "
+                        "fedopt.baselines) instead of the config's own scheme")
     s.add_argument("--compare", action="store_true",
                    help="also run fedopt simulate on the same config and compare")
     s.add_argument("--verbose", action="store_true", help="Flower's debug log")
@@ -92,8 +95,12 @@ def run(args) -> int:
 
         prepare_out(args.out, overwrite=args.overwrite, resume_hint=None)
     backend_config = {"init_args": {"num_cpus": args.cpus}, "client_resources": {"num_cpus": 1}}
+    if args.scheme is not None:  # a bad name is one line before Ray starts
+        from ..baselines import get_scheme
+
+        get_scheme(args.scheme)
     out = run_flower_simulation(cfg, backend_config=backend_config, verbose=args.verbose,
-                                evaluate=args.evaluate)
+                                evaluate=args.evaluate, scheme=args.scheme)
     rows = flower_rows(out)
     T = len(rows)
     energy = sum(r["energy"] for r in rows)
@@ -121,9 +128,9 @@ def run(args) -> int:
         lines.append(f"steady-state round {steady:.3f} s; start-up (Ray, workers, node discovery) "
                      f"{out['wall'] - steady * T:.2f} s")
     if args.compare:
-        rt = run_runtime(cfg)
+        rt = run_runtime(cfg, args.scheme)
         sim = rt["simulation"]
-        diff = compare_params(unpack_modules(out["result"].arrays, cfg.system.M), sim.params)
+        diff = compare_params(unpack_modules(out["result"].arrays, len(sim.params)), sim.params)
         per_round = rt["rounds_seconds"] / max(T, 1)
         summary.update(runtime_seconds=rt["seconds"], runtime_setup_seconds=rt["setup_seconds"],
                        max_param_difference=diff, runtime_seconds_per_round=per_round)

@@ -44,6 +44,7 @@ __all__ = [
     "BernoulliUplink",
     "ChannelState",
     "DeliveredUplink",
+    "EngineDriver",
     "FunctionAggregator",
     "ModuleAggregator",
     "ModuleFedAvg",
@@ -488,3 +489,31 @@ class RoundEngine:
         for k in BOOK_KEYS:
             setattr(self.book, k, state[k])
         self.rule.load_state_dict(state)
+
+
+class EngineDriver:
+    """What a driver of a :class:`RoundEngine` (``self.engine``) exposes of the run so far."""
+
+    engine: RoundEngine
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """One metrics row per completed round."""
+        return self.engine.rows
+
+    @property
+    def trace(self) -> dict[str, list]:
+        """x, q (as played) and s (received) of every round, (K, M) each."""
+        return self.engine.trace
+
+    @property
+    def ensembles(self) -> np.ndarray:
+        return self.engine.ensembles
+
+    @property
+    def participation(self) -> np.ndarray:
+        return self.engine.participation
+
+    @property
+    def rng(self) -> np.random.Generator:
+        return self.engine.rng

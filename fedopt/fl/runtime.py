@@ -32,7 +32,7 @@ from ..runfolder import atomic_write_text, remove_stale_temporaries
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import RunConfig
 from .metrics import EnsembleEvaluation, plot_run, summarize, write_csv, write_json
-from .round import Observation, RoundResults
+from .round import EngineDriver, Observation, RoundResults
 from .setup import build_run, make_engine
 
 __all__ = ["Simulation", "simulate"]
@@ -136,7 +136,7 @@ class Checkpointer:
             save_checkpoint(sim.state_dict(params), sim.out)
 
 
-class Simulation:
+class Simulation(EngineDriver):
     """One run of the runtime; :meth:`run` executes (or resumes) it and writes ``out``.
 
     ``rule``: the aggregation rule (``fedavg``: eq. (1) per module; ``hetlora`` /
@@ -172,22 +172,6 @@ class Simulation:
     @property
     def t(self) -> int:
         return self.engine.t
-
-    @property
-    def rows(self) -> list[dict[str, Any]]:
-        return self.engine.rows
-
-    @property
-    def trace(self) -> dict[str, list]:
-        return self.engine.trace
-
-    @property
-    def ensembles(self) -> np.ndarray:
-        return self.engine.ensembles
-
-    @property
-    def participation(self) -> np.ndarray:
-        return self.engine.participation
 
     @property
     def pop(self):

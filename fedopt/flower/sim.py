@@ -193,13 +193,18 @@ def run_flower_simulation(run: RunConfig, *, num_supernodes: int | None = None,
     return sink
 
 
-def run_runtime(run: RunConfig) -> dict[str, Any]:
-    """The same run by ``fedopt simulate``'s runtime (no output folder): its Simulation, the
-    set-up time (population, backend) and the rounds' time."""
+def run_runtime(run: RunConfig, scheme: str | None = None) -> dict[str, Any]:
+    """The same run by ``fedopt simulate``'s runtime (no output folder), with ``scheme`` that
+    baseline: its Simulation, the set-up time (population, backend) and the rounds' time."""
     from ..fl.runtime import Simulation
 
+    rule = "fedavg"
+    if scheme is not None:
+        from ..baselines.runner import scheme_run
+
+        run, rule, _ = scheme_run(scheme, run)
     t0 = time.perf_counter()
-    sim = Simulation(run, None, progress=False)
+    sim = Simulation(run, None, progress=False, rule=rule)
     t1 = time.perf_counter()
     sim.run()
     t2 = time.perf_counter()

@@ -45,6 +45,7 @@ from ..fl.round import (
     BernoulliUplink,
     ChannelState,
     DeliveredUplink,
+    EngineDriver,
     FunctionAggregator,
     ModuleFedAvg,
     Observation,
@@ -54,6 +55,7 @@ from ..fl.round import (
     RoundResults,
 )
 from .client import properties_query
+from .polling import PollingGrid
 from .records import (
     ACTION,
     ACTION_PROBE,
@@ -94,7 +96,7 @@ class NodeTable:
         return np.isin(np.arange(K), list(self.node_of_ue))
 
 
-class FedOptStrategy(Strategy):
+class FedOptStrategy(Strategy, EngineDriver):
     """A Flower strategy that runs Algorithm 2's round (:class:`~fedopt.fl.round.RoundEngine`).
 
     Parameters
@@ -123,6 +125,10 @@ class FedOptStrategy(Strategy):
         round (0: no federated evaluation); ``eval_seed`` seeds that sample.
     min_available_nodes : wait until this many nodes are connected before round 1.
     query_timeout : seconds to wait for properties / probe replies.
+    round_timeout : the round's deadline, seconds to wait for train (and evaluate) replies
+        (``start``'s ``timeout`` when that is not given; Flower's default is 3600 s). A node
+        that misses it, or replies with an error, is unavailable until it answers again.
+    poll_interval : seconds between pulls for replies (Flower's deployment Grid waits 3 s).
     """
 
     def __init__(self, allocator=None, *, engine: RoundEngine | None = None,
@@ -132,7 +138,8 @@ class FedOptStrategy(Strategy):
                  aggregate_fn: Callable[[Params, list[Params], np.ndarray], Params] = weighted_mean_aggregate,
                  rule: AggregationRule | None = None, observers: tuple[RoundObserver, ...] = (),
                  fraction_evaluate: float = 1.0, eval_seed: int = 0,
-                 min_available_nodes: int = 1, query_timeout: float = 600.0) -> None:
+                 min_available_nodes: int = 1, query_timeout: float = 120.0,
+                 round_timeout: float = 300.0, poll_interval: float = 0.1) -> None:
         if not 0.0 <= fraction_evaluate <= 1.0:
             raise ConfigError(f"fraction_evaluate: must be in [0, 1], got {fraction_evaluate}")
         if (allocator is None) == (engine is None):
@@ -149,6 +156,11 @@ class FedOptStrategy(Strategy):
         self.eval_rng = np.random.default_rng(eval_seed)
         self.fraction_evaluate = float(fraction_evaluate)
         self.query_timeout = float(query_timeout)
+        self.round_timeout = float(round_timeout)
+        self.poll_interval = float(poll_interval)
+        self.gone: set[int] = set()  # nodes that failed a request and have not answered since
+        self._sent: list[Message] = []  # this round's train messages (ids set once pushed)
+        self._table_key: tuple | None = None
         self.min_available_nodes = int(min_available_nodes)
         self.nodes: NodeTable | None = None
         self.connected: set[int] = set()
@@ -167,18 +179,6 @@ class FedOptStrategy(Strategy):
     def history(self) -> list[dict[str, Any]]:
         """One metrics row per completed round (the engine's rows)."""
         return self.engine.rows
-
-    @property
-    def ensembles(self) -> np.ndarray:
-        return self.engine.ensembles
-
-    @property
-    def participation(self) -> np.ndarray:
-        return self.engine.participation
-
-    @property
-    def rng(self) -> np.random.Generator:
-        return self.engine.rng
 
     @classmethod
     def from_settings(cls, system, policy="primal_dual", power_method: str | None = None,
@@ -211,6 +211,15 @@ class FedOptStrategy(Strategy):
         log(INFO, "\t└──> Uplink: %s, aggregation %s, probe %.2f, evaluate %.2f",
             type(e.uplink).__name__, e.rule.name, e.probe_fraction, self.fraction_evaluate)
 
+    def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3,
+              timeout: float | None = None, train_config: ConfigRecord | None = None,
+              evaluate_config: ConfigRecord | None = None, evaluate_fn=None):
+        """Flower's round loop with the round deadline ``round_timeout`` (unless ``timeout``
+        is given) and replies pulled every ``poll_interval`` s (:class:`PollingGrid`)."""
+        return super().start(PollingGrid(grid, self.poll_interval), initial_arrays, num_rounds,
+                             self.round_timeout if timeout is None else timeout, train_config,
+                             evaluate_config, evaluate_fn)
+
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         if server_round - 1 != self.engine.t:
@@ -226,6 +235,7 @@ class FedOptStrategy(Strategy):
         mask = self.engine.probe_mask(channel.available)
         loss, gsq = self.probe(params, mask, grid)
         t_probe = time.perf_counter() - clock
+        channel = self._without_gone(channel)  # a node that did not answer its probe
         props = self.nodes.properties
         obs = Observation(channel, props["data-size"], props["cpu-freq"],
                           props["cycles-per-bit"], props["samples"], loss, gsq)
@@ -235,7 +245,8 @@ class FedOptStrategy(Strategy):
         self._timing = {"seconds_discover": t_discover, "seconds_probe": t_probe,
                         "seconds_allocate": time.perf_counter() - clock,
                         "sent": time.perf_counter()}
-        return self.build_messages(server_round, plan, config)
+        self._sent = self.build_messages(server_round, plan, config)
+        return self._sent
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -292,22 +303,45 @@ class FedOptStrategy(Strategy):
     # --- the pieces (public so they can be tested and reused) --------------------------------
 
     def discover(self, grid: Grid) -> NodeTable:
-        """A properties query to every node not asked before: its partition id (= UE k) and
-        RoundState fields. Waits for ``min_available_nodes`` first; run every round, so nodes
-        that join later are picked up, and nodes no longer connected are unavailable."""
+        """A properties query to every node not asked before, and to every node that failed a
+        request and is still connected (it is back once it answers): its partition id (= UE k)
+        and RoundState fields. Waits for ``min_available_nodes`` first; run every round, and
+        the node table is rebuilt whenever nodes appear, disappear, fail or come back, so a
+        node that left is unavailable until it returns."""
         while len(ids := [int(n) for n in grid.get_node_ids()]) < self.min_available_nodes:
             log(INFO, "Waiting for nodes to connect: %d connected (minimum required: %d).",
                 len(ids), self.min_available_nodes)
             time.sleep(1.0)
         self.connected = set(ids)
-        new = [n for n in ids if n not in self._queried]
-        if new or self.nodes is None:
+        ask = [n for n in ids if n not in self._queried or n in self.gone]
+        replies: list[Message] = []
+        if ask:
             msgs = [Message(properties_query(), dst_node_id=n, message_type=MessageType.QUERY)
-                    for n in new]
-            self._queried.update(new)
-            replies = list(grid.send_and_receive(msgs, timeout=self.query_timeout)) if msgs else []
+                    for n in ask]
+            self._queried.update(ask)
+            replies = list(grid.send_and_receive(msgs, timeout=self.query_timeout))
+            dst = self._destinations(msgs)
+            answered = {dst.get(m.metadata.reply_to_message_id) for m in replies if not m.has_error()}
+            self.gone = (self.gone | set(ask)) - answered
+        key = (frozenset(self.connected), frozenset(self.gone))
+        if replies or self.nodes is None or key != self._table_key:
             self.nodes = self.node_table(replies)
+            self._table_key = key
         return self.nodes
+
+    @staticmethod
+    def _destinations(sent: Iterable[Message]) -> dict[str, int]:
+        """Message id -> destination node of pushed messages: a reply is matched to its node
+        by ``reply_to_message_id``, never by its sender (an error reply the SuperLink writes
+        for a node that left carries the SuperLink's id as its sender)."""
+        return {m.metadata.message_id: int(m.metadata.dst_node_id) for m in sent}
+
+    def _without_gone(self, channel: ChannelState) -> ChannelState:
+        """The channel with the UEs whose node is known to be gone unavailable."""
+        gone = np.isin(np.arange(self.K), [k for k, n in self.nodes.node_of_ue.items() if n in self.gone])
+        if not gone.any():
+            return channel
+        return ChannelState(channel.distance, channel.fading, np.asarray(channel.available, bool) & ~gone)
 
     def node_table(self, replies: Iterable[Message]) -> NodeTable:
         """Merge properties replies into the node table (a node that re-registers under a new id
@@ -340,7 +374,8 @@ class FedOptStrategy(Strategy):
             if missing:
                 continue
             props[key] = np.array([rows.get(k, first)[key] for k in range(self.K)], dtype=float)
-        node_of_ue = {k: n for k, n in self._node_of_ue.items() if n in self.connected}
+        node_of_ue = {k: n for k, n in self._node_of_ue.items()
+                      if n in self.connected and n not in self.gone}
         return NodeTable(node_of_ue, {n: k for k, n in node_of_ue.items()}, props)
 
     def channel_state(self) -> ChannelState:
@@ -370,8 +405,12 @@ class FedOptStrategy(Strategy):
                                                 "modules": modules})
             msgs.append(Message(content, dst_node_id=self.nodes.node_of_ue[int(k)],
                                 message_type=MessageType.QUERY))
-        for msg in grid.send_and_receive(msgs, timeout=self.query_timeout):
-            k = self.nodes.ue_of_node.get(int(msg.metadata.src_node_id))
+        replies = list(grid.send_and_receive(msgs, timeout=self.query_timeout))
+        dst = self._destinations(msgs)
+        answered = {dst.get(m.metadata.reply_to_message_id) for m in replies if not m.has_error()}
+        self.gone |= set(dst.values()) - answered  # unavailable from this round on
+        for msg in replies:
+            k = self.nodes.ue_of_node.get(dst.get(msg.metadata.reply_to_message_id))
             if k is None or msg.has_error() or METRICS_KEY not in msg.content:
                 continue  # not measured: the allocator keeps its last estimate
             r = read_reply_metrics(msg.content[METRICS_KEY])
@@ -412,14 +451,17 @@ class FedOptStrategy(Strategy):
         gsq = np.full(len(pairs), np.nan)
         errors = 0
         replied = set()
+        sent = self._destinations(self._sent)
         for msg in replies:
-            k = self.nodes.ue_of_node.get(int(msg.metadata.src_node_id))
+            node = sent.get(msg.metadata.reply_to_message_id)  # not the sender: see _destinations
+            k = self.nodes.ue_of_node.get(node) if node is not None else None
             if k is None:
                 continue
             if msg.has_error():
                 errors += 1
-                log(WARNING, "round %d: node of UE %d replied with an error (%s); its uploads are lost",
-                    plan.t + 1, k, msg.error.reason)
+                self.gone.add(node)
+                log(WARNING, "round %d: node of UE %d replied with an error (%s); its uploads are "
+                    "lost and it is unavailable until it answers again", plan.t + 1, k, msg.error.reason)
                 continue
             try:
                 r = read_reply_metrics(msg.content[METRICS_KEY])
@@ -441,4 +483,6 @@ class FedOptStrategy(Strategy):
                 gsq[i] = r["grad_sq"][j]
         scheduled = set(np.flatnonzero(plan.x.any(axis=1)).tolist())
         missing = max(len(scheduled - replied) - errors, 0)
+        late = {self.nodes.node_of_ue[k] for k in scheduled - replied if k in self.nodes.node_of_ue}
+        self.gone |= late  # errors and missed deadlines: unavailable until it answers again
         return RoundResults(updates, loss, gsq, n_samples, errors, missing)
