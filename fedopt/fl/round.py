@@ -33,7 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..allocator import Allocation, RoundState
+from ..allocator import Allocation, RoundAllocator, RoundState
 from ..backends.base import PairBatch, Params, weighted_mean_aggregate
 from ..errors import ConfigError
 from .aggregation import aggregate_round, aggregation_weights
@@ -41,6 +41,7 @@ from .mobility import random_walk
 
 __all__ = [
     "AggregationRule",
+    "Allocator",
     "BernoulliUplink",
     "ChannelState",
     "DeliveredUplink",
@@ -147,6 +148,22 @@ class AggregationRule(Protocol):
         ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        ...
+
+
+class Allocator(Protocol):
+    """What the engine asks of an allocator (:class:`~fedopt.allocator.RoundAllocator` is one):
+    a config (K, M, I, η, ρ) and one allocation a round, with checkpointable state."""
+
+    config: Any
+
+    def allocate(self, state: RoundState) -> Allocation:
+        ...
+
+    def state_dict(self) -> dict:
+        ...
+
+    def load_state_dict(self, state: dict) -> None:
         ...
 
 
@@ -310,7 +327,7 @@ class RoundEngine:
     model (None: the driver supplies the channel). ``observers``: :class:`RoundObserver`\\ s.
     """
 
-    def __init__(self, allocator, *, rule: AggregationRule | None = None, seed: Any = 0,
+    def __init__(self, allocator: Allocator, *, rule: AggregationRule | None = None, seed: Any = 0,
                  probe_fraction: float = 1.0, uplink: UplinkModel | None = None,
                  channel_fn: Callable[[int, np.random.Generator, Any], ChannelState] | None = None,
                  observers: Sequence[RoundObserver] = ()) -> None:
@@ -323,7 +340,10 @@ class RoundEngine:
         self.rule = rule if rule is not None else ModuleFedAvg()
         if not isinstance(self.rule, AggregationRule):
             raise TypeError(f"rule: {type(self.rule).__name__} is not an AggregationRule")
-        if isinstance(self.rule, RestrictsPairs) and getattr(allocator, "policy", None) is not None:
+        if isinstance(self.rule, RestrictsPairs):
+            if not isinstance(allocator, RoundAllocator) or allocator.policy is None:
+                raise ConfigError(f"rule '{self.rule.name}' restricts the pairs a UE may pick: "
+                                  f"it needs a RoundAllocator with a switching policy (not 'joint')")
             allocator.policy = restrict_policy(allocator.policy, self.rule.allowed_pairs)
         self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         self.probe_fraction = float(probe_fraction)

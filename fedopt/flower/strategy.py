@@ -37,7 +37,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
 
-from ..allocator import Allocation
+from ..allocator import Allocation, RoundAllocator
 from ..backends.base import Params, weighted_mean_aggregate
 from ..errors import ConfigError
 from ..fl.round import (
@@ -200,11 +200,13 @@ class FedOptStrategy(Strategy, EngineDriver):
 
     def summary(self) -> None:
         a = self.allocator
-        policy = getattr(a, "policy", None)
-        log(INFO, "\t├──> Allocator: %s (policy %s, rho %g, beta %g, power %s, bandwidth %s)",
-            type(a).__name__, getattr(policy, "name", type(policy).__name__),
-            a.config.rho, a.config.beta, getattr(a, "power_method", None),
-            getattr(a, "bandwidth_method", None))
+        if isinstance(a, RoundAllocator):
+            log(INFO, "\t├──> Allocator: RoundAllocator (policy %s, rho %g, beta %g, power %s, "
+                "bandwidth %s)", a.policy.name if a.policy is not None else "joint",
+                a.config.rho, a.config.beta, a.power_method, a.bandwidth_method)
+        else:
+            log(INFO, "\t├──> Allocator: %s (rho %g, beta %g)", type(a).__name__,
+                a.config.rho, a.config.beta)
         e = self.engine
         log(INFO, "\t├──> K = %d UEs, M = %d modules, I = %d, lr = %g", self.K, self.M,
             e.local_steps, e.lr)
