@@ -18,7 +18,7 @@ foundation model's measured gap. Its third term (heterogeneity of the UEs' ensem
 ℓ·dist(θ_m*, θ_k*)) concerns a UE's ensemble loss, not F(θ_m) − F*, and is not added here.
 
 On the dense synthetic backend, μ and L are the Hessian eigenvalue bounds of
-:meth:`SyntheticBackend.smoothness`, F* solves the centralised problem, and (ξ₁, ξ₂) is an
+:meth:`DenseSyntheticBackend.smoothness`, F* solves the centralised problem, and (ξ₁, ξ₂) is an
 upper envelope of max_k ‖∇F_k‖² against ‖∇F‖² over the points the run visited.
 """
 
