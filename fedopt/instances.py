@@ -209,7 +209,7 @@ class BandwidthInstance(JsonInstance):
                 0.0,
                 np.max(self.b_min - b, initial=0.0),
                 np.max(b - self.b_max, initial=0.0),
-                math.fsum(b) - self.budget,
+                math.fsum(b.tolist()) - self.budget,  # tolist: the same floats, faster
             )
         )
 
