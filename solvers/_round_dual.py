@@ -58,13 +58,15 @@ class DualPoint:
 
 
 def dual_value(data: UEData, const: float, floor: int, restr: Restriction, nu: float,
-               mu: float, tol=None) -> DualPoint:
-    """D(ν, μ): certified with the per-UE oracle at tolerance ``tol`` (per UE); with
-    ``tol=None`` from the uncertified search oracle (``bound`` is then −inf)."""
+               mu: float, tol=None, start: UEResult | None = None) -> DualPoint:
+    """D(ν, μ): certified with the per-UE oracle at tolerance ``tol`` (per UE; ``start``: the
+    search oracle's answer at the same point); with ``tol=None`` from the uncertified search
+    oracle (``bound`` is then −inf)."""
     if tol is None:
         r = ue_search(data, nu, mu, restr.allowed, restr.s_lo, restr.s_hi)
     else:
-        r = ue_lagrangian(data, nu, mu, restr.allowed, restr.s_lo, restr.s_hi, tol)
+        r = ue_lagrangian(data, nu, mu, restr.allowed, restr.s_lo, restr.s_hi, tol,
+                          start=start)
     lin = -nu + mu * floor
     value = const + math.fsum(r.ub.tolist()) + lin
     rounding = 2.0 * EPS * (abs(const) + math.fsum(np.abs(r.lb).tolist()) + abs(nu) + abs(mu * floor))

@@ -27,11 +27,12 @@ import math
 import time
 
 import numpy as np
+from scipy.optimize import brentq
 
 from ..costs import RoundSystem
-from ._round_bcd import RoundOptions, bcd
+from ._round_bcd import RoundOptions, bcd, bcd_once
 from ._round_dual import DualPoint, Restriction, dual_value, maximise_dual
-from ._round_ue import UEData
+from ._round_ue import UEData, ue_search
 from ._scip_round import exact_feasible
 from ._solution import EPS, TINY
 
@@ -69,6 +70,7 @@ class _Search:
         self.best: tuple | None = None  # (objective, x, p, b)
         self.seen: set[bytes] = set()
         self.evals = 0
+        self.nu_hint = 0.0
 
     # -- primal -----------------------------------------------------------------------------
     def consider(self, x: np.ndarray, p: np.ndarray, b: np.ndarray | None) -> None:
@@ -96,6 +98,41 @@ class _Search:
         if math.isfinite(obj) and (self.best is None or obj < self.best[0]):
             self.best = (obj, xb.astype(np.int8), p, np.where(xb, b, 0.0))
 
+    def polish(self) -> None:
+        """Sharpen the incumbent for its own x: ν with Σ_k b_k(ν) = 1 by Brent's method on the
+        per-UE minimisers (fixed subsets, powers to ~1e-12 in ln p), then the bandwidth (16)
+        solved globally at those powers, then BCD; the best point is kept."""
+        if self.best is None:
+            return
+        x = self.best[1] > 0
+        if not x.any():
+            return
+        code = {tuple(r): i for i, r in enumerate(self.data.subs.tolist())}
+        allowed = np.zeros((self.data.K, self.data.subs.shape[0]), bool)
+        allowed[np.arange(self.data.K), [code[tuple(r)] for r in x.tolist()]] = True
+        lo, hi = self.root.s_lo, self.root.s_hi
+
+        def at(nu):
+            return ue_search(self.data, nu, 0.0, allowed, lo, hi, levels=12)
+
+        def excess(nu):
+            return math.fsum(at(nu).b.ravel().tolist()) - 1.0
+
+        nu = 0.0
+        if excess(0.0) > 0:
+            top = max(self.nu_hint, 1e-12)
+            while excess(top) > 0 and top < 1e12:
+                top *= 4.0
+            nu = brentq(excess, 0.0, top, xtol=1e-15, rtol=1e-13, maxiter=200)
+            nu = nu if excess(nu) <= 0 else top
+        r = at(nu)
+        pp, bb, _, _, _ = bcd_once(self.sys, x, r.p, RoundOptions(), start_with_bandwidth=True,
+                                   sweeps=0)
+        self._offer(x, pp, bb)
+        pp, bb, _, _, _ = bcd(self.sys, x, pp, RoundOptions(grid_start=False, tol=1e-13,
+                                                              max_iter=60))
+        self._offer(x, pp, bb)
+
     def _x_of(self, pt: DualPoint) -> np.ndarray:
         return self.data.subs[pt.ue.sub]
 
@@ -109,7 +146,8 @@ class _Search:
                                  start=start)
         K = self.data.K
         tol_ue = 0.25 * self.tol * scale / max(K, 1)
-        cert = dual_value(self.data, self.const, self.floor, restr, pt.nu, pt.mu, tol_ue)
+        cert = dual_value(self.data, self.const, self.floor, restr, pt.nu, pt.mu, tol_ue,
+                          start=pt.ue)
         for c, _ in sorted(cuts, key=lambda cw: -cw[1]) + [(cert, 0.0)]:
             self.consider(self._x_of(c), c.ue.p, c.ue.b)
         self._combine(cuts)
@@ -182,6 +220,7 @@ def solve(sys_: RoundSystem, M_max: int, floor: int, available=None, x_given=Non
     if _floor_infeasible(s, floor):
         return None, None, None, math.nan, math.inf, "infeasible", 0, {}
     root_bound, cuts, cert = s.node(s.root, None)
+    s.nu_hint = cert.nu
     extras = {"root_bound": root_bound, "nu": cert.nu, "mu": cert.mu}
     heap: list = []
     leaves: list[float] = []
@@ -219,6 +258,7 @@ def solve(sys_: RoundSystem, M_max: int, floor: int, available=None, x_given=Non
             nodes += 1
             b, c, ce = s.node(ch, (cert.nu, cert.mu))
             push(max(b, bound), ch, c, ce)
+    s.polish()
     if s.best is None:  # no point found, nothing proved
         extras["message"] = "no feasible point found"
         return None, None, None, math.nan, -math.inf, "error", nodes, extras

@@ -145,7 +145,13 @@ def ue_search(data: UEData, nu: float, mu: float, allowed: np.ndarray, s_lo: np.
     vals = _subset_values(data, ks, v, mu, allowed).reshape(K, grid, nS)
     # zoom per (UE, nonempty subset): ``zoom`` points on the two grid cells beside its best
     # point, then again on the two beside the new best, ``levels`` times (each ×(zoom−1)/2)
-    kk, jj = np.nonzero(np.isfinite(vals[:, 0, 1:]))
+    # only subsets whose grid minimum is within the grid's resolution (the largest step
+    # between neighbouring grid values) of the UE's best can win after zooming
+    gmin = vals.min(axis=1)
+    steps = np.abs(np.diff(vals, axis=1))
+    res = np.where(np.isfinite(steps), steps, 0.0).max(axis=1)
+    best_k = np.minimum(np.where(allowed[:, 0], 0.0, np.inf), gmin[:, 1:].min(axis=1))
+    kk, jj = np.nonzero(np.isfinite(gmin[:, 1:]) & (gmin[:, 1:] <= best_k[:, None] + res[:, 1:]))
     jj = jj + 1
     g = np.argmin(vals[kk, :, jj], axis=1)
     best_s, best_v = sg[kk, g], vals[kk, g, jj]
@@ -181,17 +187,21 @@ def ue_search(data: UEData, nu: float, mu: float, allowed: np.ndarray, s_lo: np.
 
 def ue_lagrangian(data: UEData, nu: float, mu: float, allowed: np.ndarray, s_lo: np.ndarray,
                   s_hi: np.ndarray, tol, init_cells: int = 8, max_levels: int = 48,
-                  max_cells: int = 2_000_000) -> UEResult:
+                  max_cells: int = 2_000_000, start: UEResult | None = None) -> UEResult:
     """Certified L_k(ν, μ) for every UE (module docstring): lb <= L_k <= ub, with
     ub − lb <= tol_k (``tol`` a scalar or (K,)) unless the level or cell cap stops a UE first
     (its lb stays valid, only looser). ``allowed`` (K, n_S) bool restricts the subsets (column
-    0: S = ∅) and [s_lo, s_hi] (K,) the powers (ln p) of each UE."""
+    0: S = ∅) and [s_lo, s_hi] (K,) the powers (ln p) of each UE. ``start``: incumbents at
+    the same (ν, μ) and restriction (:func:`ue_search`), which close cells sooner."""
     K, M = data.K, data.cS.size
     tol = np.broadcast_to(np.asarray(tol, float), (K,))
     ub = np.where(allowed[:, 0], 0.0, np.inf)
     sub = np.zeros(K, np.intp)
     p_best = np.exp(s_hi).copy()
     b_best = np.zeros((K, M))
+    if start is not None:
+        ub, sub = start.ub.copy(), start.sub.copy()
+        p_best, b_best = start.p.copy(), start.b.copy()
     lb = np.full(K, np.inf)
     live = (allowed[:, 1:] & data.sub_ok[:, 1:]).any(axis=1)
     lb[~live] = ub[~live]

@@ -24,7 +24,7 @@ from ..instances import BandwidthInstance, PowerBatch, PowerInstance
 
 __all__ = ["BANDWIDTH_FAMILIES", "POWER_FAMILIES", "REGIMES", "adversarial_bandwidth",
            "adversarial_power", "random_bandwidth", "random_power", "random_power_batch",
-           "synthetic_large_bandwidth"]
+           "random_round_system", "synthetic_large_bandwidth"]
 
 REGIMES = ("defaults", "noise-limited")
 
@@ -294,3 +294,19 @@ def adversarial_power(family: str, seed: int | np.random.Generator = 0) -> Power
     elif family not in POWER_FAMILIES:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(POWER_FAMILIES)}")
     return PowerInstance(W, A, kappa, alpha, C, p_min, p_max)
+
+
+def random_round_system(cfg, seed: int | np.random.Generator = 0):
+    """One round's coefficients of (7) (a :class:`fedopt.costs.RoundSystem`) for the config
+    ``cfg``, as ``fedopt validate round`` draws them: a population and a round state with
+    every pair measured (:func:`fedopt.online.scenarios.random_round_state`), priced by the
+    allocator's :meth:`~fedopt.allocator.RoundAllocator.system`."""
+    from ..allocator import RoundAllocator
+    from ..costs import switching_init, switching_update
+    from ..online.scenarios import random_round_state
+
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    state, _ = random_round_state(cfg, rng)
+    al = RoundAllocator(cfg)
+    al.estimator = switching_update(switching_init(cfg.K, cfg.M), state.loss, state.grad_sq, 0)
+    return al.system(state)

@@ -8,8 +8,9 @@ seconds, bound, gap, gap_abs and tolerance (what the certificate met: "relative"
 infeasible file is one line on stderr and exit 2.
 A solver that fails (status ``error``) still prints its result (non-finite numbers as null
 in JSON), then one line on stderr, and exits 1, for either problem and either output.
-For ``round`` (7) x is the object {"x", "p", "b"} (no alias); the methods are bcd (needs the
-file's "x"), joint (the default) and scip (x free; ``--tol`` is its relative gap).
+For ``round`` (7) x is the object {"x", "p", "b"} (no alias); the methods are auto (the
+default: the certified global method, x free), bcd (needs the file's "x"), joint and scip
+(x free); ``--tol`` is auto's and scip's relative gap.
 """
 
 from __future__ import annotations
@@ -34,13 +35,13 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default=None, choices=methods,
                    help="bandwidth: " + ", ".join(BANDWIDTH_METHODS)
                    + "; power: " + ", ".join(POWER_METHODS) + " (default auto); round: "
-                   + ", ".join(ROUND_METHODS) + " (default joint)")
+                   + ", ".join(ROUND_METHODS) + " (default auto)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--time-limit", type=positive_float, default=60.0,
                    help="seconds for global/scip/ipopt (default 60)")
     p.add_argument("--tol", type=open_fraction, default=None,
                    help="relative gap certified as optimal, in (0, 1) (default 1e-9 bandwidth, "
-                        "1e-12 power, 1e-6 round's scip)")
+                        "1e-12 power, 1e-6 round's auto and scip)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,7 +75,7 @@ def _run_round(args: argparse.Namespace) -> int:
     from fedopt.instances import load_instance
     from fedopt.solvers.round import ROUND_METHODS, solve_round
 
-    method = "joint" if args.method is None else args.method
+    method = "auto" if args.method is None else args.method
     if method not in ROUND_METHODS:
         raise InstanceError(f"method '{method}' does not apply to round; "
                             f"choose one of {', '.join(ROUND_METHODS)}")

@@ -170,7 +170,7 @@ def test_missing_file_and_bad_method(tmp_path, capsys):
 
 # --- fedopt solve round (7) ---------------------------------------------------------------------
 
-ROUND_CASES = [(p, m) for p in shared_examples("round_example") for m in ("bcd", "joint")] + [
+ROUND_CASES = [(p, m) for p in shared_examples("round_example") for m in ("auto", "bcd", "joint")] + [
     (p, "scip") for p in shared_examples("round_example_0")]
 
 
@@ -215,14 +215,18 @@ def test_solve_round_feasible_and_above_scip_bound(path, method, capsys):
     assert out["objective"] >= ref["scip_bound"] * (1 - 1e-6)
     if method == "bcd":
         assert out["objective"] <= ref["bcd_objective"] * (1 + 1e-6)
+    if method == "auto":  # certified, and never worse than SCIP's incumbent
+        assert out["status"] == "optimal" and out["gap"] <= 1e-6
+        assert out["objective"] <= ref["scip_objective"] * (1 + 1e-9)
+        assert out["bound"] <= ref["scip_objective"]
 
 
 def test_solve_round_table_and_bad_method(tmp_path, capsys):
     path = shared_examples("round_example_0")[0]
     r = fedopt_inproc(capsys, "solve", "round", str(path))
     assert r.returncode == 0, r.stderr
-    assert "joint" in r.stdout and "pairs (k,m)" in r.stdout
-    r = fedopt_inproc(capsys, "solve", "round", str(path), "--method", "auto")
+    assert "auto" in r.stdout and "pairs (k,m)" in r.stdout
+    r = fedopt_inproc(capsys, "solve", "round", str(path), "--method", "lambertw")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "does not apply to round" in r.stderr
     data = json.loads(path.read_text())

@@ -106,3 +106,47 @@ def test_ue_subproblem_against_brute_force(K, seed, a_scale, rho_scale, nu, mu):
                 ms = np.flatnonzero(data.subs[r.sub[k]])
                 v = sum(_pair_value(sys_, k, m, nu, mu, r.p[k], r.b[k, m]) for m in ms)
                 assert v == pytest.approx(r.ub[k], rel=1e-12, abs=1e-18)
+
+
+# --- the dual bound and auto against SCIP (K = 2-3) ---------------------------------------------
+
+AGAINST_SCIP = [(2, 0), (2, 1), (3, 0), (3, 1), (3, 2)]
+
+
+@functools.cache
+def _pair(K: int, seed: int, given_x: bool):
+    """auto and SCIP on the same round: MINLP (7) with the floor ⌈βK⌉, or a random x given."""
+    from fedopt.solvers.random_instances import random_round_system
+    from fedopt.solvers.round import solve_round
+
+    from fedopt.cli.validate_round import random_x
+
+    cfg = SystemConfig(K=K)
+    rng = np.random.default_rng([162, K, seed])
+    sys_ = random_round_system(cfg, rng)
+    kw = ({"x": random_x(rng, np.isfinite(sys_.b_min), cfg.M_max)} if given_x
+          else {"floor": max(1, math.ceil(cfg.beta * K))})
+    return (sys_, solve_round(sys_, cfg.M_max, method="auto", **kw),
+            solve_round(sys_, cfg.M_max, method="scip", time_limit=30, **kw))
+
+
+@pytest.mark.parametrize("given_x", [False, True])
+@pytest.mark.parametrize("K, seed", AGAINST_SCIP)
+def test_auto_against_scip(K, seed, given_x):
+    sys_, auto, scip = _pair(K, seed, given_x)
+    assert scip.status == "optimal"  # SCIP proves these small rounds
+    assert auto.status == "optimal" and auto.gap <= 1e-6 and auto.tolerance == "relative"
+    ref = abs(scip.objective)
+    assert abs(auto.objective - scip.objective) <= 1e-6 * ref        # same optimum
+    assert auto.objective <= scip.objective + 1e-9 * ref             # never worse than SCIP
+    assert auto.bound <= scip.objective + 1e-12 * ref                # the bound is a bound
+    assert auto.objective == sys_.objective(auto.x.x, auto.x.p, auto.x.b)
+
+
+@pytest.mark.parametrize("K, seed", AGAINST_SCIP)
+def test_root_dual_bound_below_scip_optimum(K, seed):
+    """The certified Lagrangian bound D(ν, μ) at the root, before any branching, is a lower
+    bound on SCIP's proved optimum."""
+    sys_, auto, scip = _pair(K, seed, False)
+    assert scip.status == "optimal"
+    assert auto.extras["root_bound"] <= scip.objective + 1e-12 * abs(scip.objective)
