@@ -106,14 +106,20 @@ class _Data:
         return D, dD, F
 
 
+def cell_cap(n_live: int) -> int:
+    """The cells :func:`solve_batch` refines for n_live UEs at most (then it stops with bounds).
+    Below it, every UE is solved on its own: its answer depends on its row alone."""
+    return 64 * n_live + 10_000
+
+
 def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 4, max_depth: int = 60,
-                maxima: bool = True):
+                maxima: bool = True, cells: np.ndarray | None = None):
     """Global minimiser of (21) for every UE. Arrays W, A (K, M); kappa, C (K,).
 
     Returns (p (K,), objective (K,), bound (K,), stationary points as a pair of arrays
     (UE index, p), levels, n_cells). The stationary points include the interior local
     maxima only with ``maxima`` (they are never the minimum; finding them costs a Newton
-    pass of their own).
+    pass of their own). ``cells`` (K,) int, if given, gets each UE's cell count added.
     """
     K = W.shape[0]
     W, A = _compact(W, A)
@@ -154,6 +160,8 @@ def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 4, max_depth: i
     concave_cells = []
     levels = 0
     n_cells = Ea.shape[1]
+    if cells is not None:
+        cells[live] += grid
     while Ea.shape[1] and levels <= max_depth:
         levels += 1
         Wk = d.WT.take(kcell, axis=1)
@@ -213,7 +221,7 @@ def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 4, max_depth: i
         if maxima and sm_.any():
             concave_cells.append((kcell[sm_], Ea[S][sm_], Eb[S][sm_], Ea[DD][sm_], Eb[DD][sm_]))
         undecided = ~(monotone | convex | concave)
-        if levels > max_depth or n_cells > 64 * n + 10_000:  # cap: keep rigorous bounds
+        if levels > max_depth or n_cells > cell_cap(n):  # cap: keep rigorous bounds
             u = undecided
             if u.any():
                 lb = Ea[FF][u] + np.minimum(0.0, D_low[u]) * (Eb[S][u] - Ea[S][u])
@@ -236,6 +244,8 @@ def solve_batch(W, A, kappa, C, alpha, p_min, p_max, grid: int = 4, max_depth: i
         Ea, Eb = new_a, new_b
         kcell = np.concatenate([kc, kc])
         n_cells += Ea.shape[1]
+        if cells is not None:
+            np.add.at(cells, kc, 2)
     # Newton in each convex cell with a sign change
     if convex_cells:
         kc, sa, sb, Da, Db = (np.concatenate(v) for v in zip(*convex_cells))

@@ -15,7 +15,7 @@ import numpy as np
 from ..costs import RoundSystem
 from ..instances import bandwidth_instance, bandwidth_to_matrix, power_batch
 from .bandwidth import solve_bandwidth
-from .power import global_powers, solve_power_batch
+from .power import global_powers_memo, solve_power_batch
 
 __all__ = ["RoundOptions", "bcd", "bcd_once", "escape"]
 
@@ -52,14 +52,16 @@ def bcd(sys_: RoundSystem, x: np.ndarray, p0: np.ndarray | None, opts: RoundOpti
     """
     x = np.asarray(x, bool)
     grid: dict = {}  # escape's grid, shared by its calls below
+    powers: dict = {}  # the power step's per-UE answers, shared likewise
     if opts.grid_start and x.any():
         # initial powers: b for the start powers, then each UE's grid minimiser of its
         # share of the Lagrangian at that b's price ν (fewer BCD sweeps, better basins)
         p_start = np.full(x.shape[0], sys_.P_max) if p0 is None else np.asarray(p0, float)
-        pb = bcd_once(sys_, x, p_start, opts, start_with_bandwidth=True, sweeps=0)
+        pb = bcd_once(sys_, x, p_start, opts, start_with_bandwidth=True, sweeps=0,
+                      powers=powers)
         p0 = escape(sys_, x, pb[0], pb[1], every=True, grid=grid)
     # from given powers, the bandwidth step comes first (b would otherwise start cold)
-    best = bcd_once(sys_, x, p0, opts, start_with_bandwidth=p0 is not None)
+    best = bcd_once(sys_, x, p0, opts, start_with_bandwidth=p0 is not None, powers=powers)
     for _ in range(opts.escapes):
         if best[4] is None:
             break
@@ -71,7 +73,7 @@ def bcd(sys_: RoundSystem, x: np.ndarray, p0: np.ndarray | None, opts: RoundOpti
         tries = [p_all] + [np.where(np.arange(x.shape[0]) == k, p_all, best[0])
                            for k in ranked[:3]] if len(ranked) > 1 else [p_all]
         for p_try in tries:
-            cand = bcd_once(sys_, x, p_try, opts, start_with_bandwidth=True)
+            cand = bcd_once(sys_, x, p_try, opts, start_with_bandwidth=True, powers=powers)
             if cand[2] < best[2] - 1e-13 * abs(best[2]):
                 best = (cand[0], cand[1], cand[2], best[3] + cand[3], cand[4])
                 break
@@ -80,7 +82,12 @@ def bcd(sys_: RoundSystem, x: np.ndarray, p0: np.ndarray | None, opts: RoundOpti
     return best
 
 def bcd_once(sys_: RoundSystem, x: np.ndarray, p0, opts: RoundOptions,
-             start_with_bandwidth=False, sweeps: int | None = None):
+             start_with_bandwidth=False, sweeps: int | None = None, powers: dict | None = None):
+    """BCD sweeps from p0 (see :func:`bcd`). ``powers``: a dict kept across the calls of one
+    BCD (same round and x), in which the power step keeps its per-UE answers: a UE whose
+    power problem (21) is unchanged (its pairs' b at b^min, typically) is not solved again
+    (:func:`fedopt.solvers.power.global_powers_memo`; the same p)."""
+    powers = {} if powers is None else powers
     K, M = x.shape
     p = np.full(K, sys_.P_max) if p0 is None else np.asarray(p0, float).copy()
     b = np.zeros((K, M))
@@ -109,7 +116,7 @@ def bcd_once(sys_: RoundSystem, x: np.ndarray, p0, opts: RoundOptions,
         p_new = p.copy()
         if opts.power_method in (None, "auto", "global"):
             # BCD uses p alone: the certified minimiser without the bound's bookkeeping
-            p_new[on] = global_powers(batch, maxima=False)[0]
+            p_new[on] = global_powers_memo(batch, powers)
         else:
             p_new[on] = np.asarray(solve_power_batch(batch, **pkw).x, float)
         inst = bandwidth_instance(x=x, p=p_new, b_min=sys_.b_min, **common)

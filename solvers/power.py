@@ -28,7 +28,8 @@ import numpy as np
 from ..instances import PowerBatch, PowerInstance
 from ._solution import EPS, Solution, certify, check_options, quiet, refuted
 
-__all__ = ["solve_power", "solve_power_batch", "global_powers", "POWER_METHODS"]
+__all__ = ["solve_power", "solve_power_batch", "global_powers", "global_powers_memo",
+           "POWER_METHODS"]
 
 POWER_METHODS = ("auto", "global", "ipopt", "bounded", "scip", "max")
 
@@ -187,6 +188,45 @@ def global_powers(batch: PowerBatch, maxima: bool = True):
                                                    batch.alpha, batch.p_min, batch.p_max,
                                                    maxima=maxima)
     return np.clip(p, batch.p_min, batch.p_max), bound, stat, levels, cells
+
+
+def global_powers_memo(batch: PowerBatch, memo: dict) -> np.ndarray:
+    """p of :func:`global_powers` for a batch of the same UEs as the caller's earlier ones
+    (same κ, α and power range: BCD's sweeps), re-solving only the UEs whose row (W, A, C)
+    changed; ``memo`` is the caller's dict, kept between calls.
+
+    The global method solves each UE on its own (its cells, roots and candidates are its
+    own), so an unchanged row has the same p, unless the batch's cell cap binds: each UE's
+    cell count is kept and the cap is checked for both the partial solve and the full one it
+    stands for; if either could bind, the whole batch is solved again."""
+    from ._power_global import cell_cap, solve_batch
+
+    W, A, C, kappa = batch.W, batch.A, batch.C, batch.kappa
+    K = W.shape[0]
+    rows = memo.get("rows")
+    if rows is not None and rows[0].shape == W.shape and np.array_equal(rows[3], kappa) \
+            and memo["range"] == (batch.alpha, batch.p_min, batch.p_max):
+        same = (W == rows[0]).all(axis=1) & (A == rows[1]).all(axis=1) & (C == rows[2])
+    else:
+        same = np.zeros(K, bool)
+    live = W.sum(axis=1) > 0
+    todo = np.flatnonzero(~same)
+    p = memo["p"].copy() if same.any() else np.empty(K)
+    cells = memo["cells"].copy() if same.any() else np.zeros(K, np.int64)
+    if todo.size:
+        sub_cells = np.zeros(todo.size, np.int64)
+        p_sub, _, _, _, _, n_sub = solve_batch(W[todo], A[todo], kappa[todo], C[todo],
+                                               batch.alpha, batch.p_min, batch.p_max,
+                                               maxima=False, cells=sub_cells)
+        if n_sub > cell_cap(int(live[todo].sum())) or (
+                same.any() and n_sub + int(cells[same].sum()) > cell_cap(int(live.sum()))):
+            memo.clear()  # the cap may bind: no shortcut
+            return global_powers(batch, maxima=False)[0]
+        p[todo] = np.clip(p_sub, batch.p_min, batch.p_max)
+        cells[todo] = sub_cells
+    memo.update(rows=(W, A, C, kappa), range=(batch.alpha, batch.p_min, batch.p_max), p=p,
+                cells=cells)
+    return p.copy()
 
 
 @quiet
