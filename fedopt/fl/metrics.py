@@ -175,6 +175,6 @@ class EnsembleEvaluation:
         t = plan.t
         if (t + 1) % self.every and t + 1 != self.rounds:
             return
-        ev = self.backend.evaluate(params, engine.ensembles)
+        ev = self.backend.evaluate(params, engine.book.ensembles)
         row.update(accuracy=ev.accuracy, global_accuracy=ev.global_accuracy, loss=ev.loss,
                    global_loss=ev.global_loss)

@@ -42,6 +42,7 @@ from .mobility import random_walk
 __all__ = [
     "AggregationRule",
     "Allocator",
+    "Bookkeeping",
     "BernoulliUplink",
     "ChannelState",
     "DeliveredUplink",
@@ -291,8 +292,9 @@ def restrict_policy(policy, mask_fn: Callable[[], np.ndarray]):
 # --- the engine ------------------------------------------------------------------------------
 
 @dataclass
-class _Book:
-    """The engine's per-run bookkeeping (all of it goes into a checkpoint)."""
+class Bookkeeping:
+    """The engine's per-run bookkeeping, (K, M) or (K,) arrays; all of it goes into a
+    checkpoint. ``ensembles``: each UE's inference ensemble (3), its last subscription."""
 
     K: int
     M: int
@@ -351,20 +353,9 @@ class RoundEngine:
         self.channel_fn = channel_fn
         self.observers = list(observers)
         self.t = 0
-        self.book = _Book(self.K, self.M)
+        self.book = Bookkeeping(self.K, self.M)
         self.rows: list[dict[str, Any]] = []
         self.trace: dict[str, list] = {"x": [], "q": [], "s": []}
-
-    # --- the bookkeeping, readable by drivers ----------------------------------------------
-
-    @property
-    def ensembles(self) -> np.ndarray:
-        """(K, M) bool: each UE's inference ensemble (3), its last subscription."""
-        return self.book.ensembles
-
-    @property
-    def participation(self) -> np.ndarray:
-        return self.book.participation
 
     # --- step 1: the channel and the measurements --------------------------------------------
 
@@ -528,11 +519,13 @@ class EngineDriver:
 
     @property
     def ensembles(self) -> np.ndarray:
-        return self.engine.ensembles
+        """(K, M) bool: each UE's inference ensemble (3)."""
+        return self.engine.book.ensembles
 
     @property
     def participation(self) -> np.ndarray:
-        return self.engine.participation
+        """(K,) pairs each UE trained, summed over the rounds."""
+        return self.engine.book.participation
 
     @property
     def rng(self) -> np.random.Generator:
