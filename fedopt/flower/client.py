@@ -14,7 +14,8 @@ strategy's messages:
 - ``evaluate``: the node's ensemble (3) of the sent modules on its own test split.
 
 :func:`make_client_app` turns a ``client_fn(context) -> FedOptClient`` into a Flower
-``ClientApp``.
+``ClientApp``. :func:`train_app` does the same for a plain torch model and the user's own
+``train(model, data)`` function (M = 1: the model is the one module).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from .records import (
     reply_metrics,
 )
 
-__all__ = ["FedOptClient", "make_client_app"]
+__all__ = ["FedOptClient", "make_client_app", "train_app"]
 
 
 class FedOptClient:
@@ -168,6 +169,78 @@ def make_client_app(client_fn: Callable[[Context], FedOptClient]) -> ClientApp:
     @app.query()
     def query(msg: Message, context: Context) -> Message:
         return client_fn(context).query(msg)
+
+    return app
+
+
+def train_app(model_fn: Callable[[], Any], data_fn: Callable[[Context], tuple[Any, Any]],
+              train: Callable[[Any, Any], float | None],
+              evaluate: Callable[[Any, Any], tuple[float, float]] | None = None, *,
+              properties: Callable[[Context], dict[str, float]] | None = None) -> ClientApp:
+    """A ClientApp for a plain torch model trained by the user's own functions (M = 1).
+
+    ``model_fn()`` builds the model (a ``torch.nn.Module``); ``data_fn(context)`` returns this
+    node's ``(train_data, test_data)`` (``context.node_config["partition-id"]`` says which
+    part; ``len(train_data)`` is |D_k|); ``train(model, train_data)`` trains the model in
+    place and may return its mean loss; ``evaluate(model, test_data) -> (loss, accuracy)``;
+    ``properties(context)``: what the node knows of itself for the allocator (``distance``,
+    ``cpu-freq``, ``cycles-per-bit``; the strategy's channel model fills what is missing).
+
+    The protocol is fedopt's (:class:`FedOptClient`): the reply is the change θ' − θ under
+    ``module-0`` with the loss and ‖∇‖² measurements. ‖∇‖² is estimated from the change as
+    ‖θ' − θ‖² / (η I)², the squared mean gradient of I steps of size η (the strategy's
+    ``lr`` and ``local-steps``, exact for full-batch gradient descent with those); a probe
+    query has no training to measure and is answered as unsupported.
+    """
+    import torch
+
+    app = ClientApp()
+
+    def load(msg: Message) -> tuple[Any, Params]:
+        model = model_fn()
+        theta = record_to_params(msg.content[module_key(0)])
+        model.load_state_dict({k: torch.as_tensor(v) for k, v in theta.items()})
+        return model, theta
+
+    def part(context: Context) -> int:
+        return int(context.node_config.get("partition-id", -1))
+
+    @app.train()
+    def _train(msg: Message, context: Context) -> Message:
+        cfg = msg.content[CONFIG_KEY]
+        model, theta = load(msg)
+        data, _ = data_fn(context)
+        loss = train(model, data)
+        new = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+        change = {k: new[k] - theta[k] for k in theta}
+        step = float(cfg["lr"]) * int(cfg["local-steps"])
+        gsq = sum(float(np.sum(np.square(d, dtype=float))) for d in change.values()) / step ** 2
+        content = RecordDict({module_key(0): params_to_record(change)})
+        content[METRICS_KEY] = reply_metrics([0], [float("nan") if loss is None else loss],
+                                             [gsq], [len(data)])
+        return Message(content, reply_to=msg)
+
+    @app.evaluate()
+    def _evaluate(msg: Message, context: Context) -> Message:
+        if evaluate is None:
+            raise ValueError("train_app: no evaluate function given")
+        model, _ = load(msg)
+        _, test = data_fn(context)
+        loss, acc = evaluate(model, test)
+        metrics = MetricRecord({"loss": float(loss), "accuracy": float(acc),
+                                "num-examples": float(len(test))})
+        return Message(RecordDict({METRICS_KEY: metrics}), reply_to=msg)
+
+    @app.query()
+    def _query(msg: Message, context: Context) -> Message:
+        if msg.content[CONFIG_KEY].get(ACTION, ACTION_PROPERTIES) != ACTION_PROPERTIES:
+            raise ValueError("train_app: no probe (its measurements come with training)")
+        data, _ = data_fn(context)
+        props = {"data-size": float(len(data)), "samples": float(len(data)),
+                 **(properties(context) if properties is not None else {})}
+        if part(context) >= 0:
+            props["partition-id"] = part(context)
+        return Message(RecordDict({CONFIG_KEY: properties_record(props)}), reply_to=msg)
 
     return app
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
@@ -54,6 +55,7 @@ from ..fl.round import (
     RoundPlan,
     RoundResults,
 )
+from ..population import Population
 from .client import properties_query
 from .polling import PollingGrid
 from .records import (
@@ -65,12 +67,17 @@ from .records import (
     pack_modules,
     params_to_record,
     read_reply_metrics,
-    record_to_params,
+    read_train_reply,
     train_config,
     unpack_modules,
 )
 
 __all__ = ["FedOptStrategy", "NodeTable", "ChannelState"]
+
+# error codes of a node that is not there (written by the SuperLink, or a crashed ClientApp);
+# other errors (the ClientApp raised) come from a node that is up
+_GONE = {ErrorCode.NODE_UNAVAILABLE, ErrorCode.MESSAGE_UNAVAILABLE,
+         ErrorCode.REPLY_MESSAGE_UNAVAILABLE, ErrorCode.CLIENT_APP_CRASHED}
 
 # RoundState field <- node property
 _STATE_FROM_PROPERTY = {"distance": "distance", "data_size": "data-size", "cpu_freq": "cpu-freq",
@@ -129,6 +136,24 @@ class FedOptStrategy(Strategy, EngineDriver):
         (``start``'s ``timeout`` when that is not given; Flower's default is 3600 s). A node
         that misses it, or replies with an error, is unavailable until it answers again.
     poll_interval : seconds between pulls for replies (Flower's deployment Grid waits 3 s).
+
+    FedAvg's knobs, with FedAvg's meaning:
+
+    fraction_train, min_train_nodes : each round a share ``fraction_train`` of the available
+        nodes (at least ``min_train_nodes``, waited for at the start) may be scheduled; the
+        allocator then chooses among them. 1.0 (default): all, no draw.
+    weighted_by_key : the reply metric holding a node's D_k^t (default ``"num-examples"``).
+    arrayrecord_key, configrecord_key : the record keys of Flower's convention. The config of
+        every message is under ``configrecord_key``; with M = 1 the module also travels under
+        ``arrayrecord_key``, so a Flower-style ClientApp reads ``msg.content["arrays"]`` and
+        may reply its new weights there (turned into the change, see
+        :func:`~fedopt.flower.records.read_train_reply`).
+    train_metrics_aggr_fn, evaluate_metrics_aggr_fn : ``(list[RecordDict], weighted_by_key)
+        -> MetricRecord`` over the replies' contents (e.g. Flower's
+        ``aggregate_metricrecords``); the train one is added to the round's row, the evaluate
+        one replaces the ω-weighted (3).
+    population : the configured channel model for what a node does not report about itself
+        (UE k's distance, |D_k|, f_k, c_k, D_k^t); default: drawn from the allocator's config.
     """
 
     def __init__(self, allocator=None, *, engine: RoundEngine | None = None,
@@ -139,9 +164,17 @@ class FedOptStrategy(Strategy, EngineDriver):
                  rule: AggregationRule | None = None, observers: tuple[RoundObserver, ...] = (),
                  fraction_evaluate: float = 1.0, eval_seed: int = 0,
                  min_available_nodes: int = 1, query_timeout: float = 120.0,
-                 round_timeout: float = 300.0, poll_interval: float = 0.1) -> None:
+                 round_timeout: float = 300.0, poll_interval: float = 0.1,
+                 fraction_train: float = 1.0, min_train_nodes: int = 1,
+                 weighted_by_key: str = "num-examples", arrayrecord_key: str = "arrays",
+                 configrecord_key: str = CONFIG_KEY,
+                 train_metrics_aggr_fn: Callable[[list[RecordDict], str], MetricRecord] | None = None,
+                 evaluate_metrics_aggr_fn: Callable[[list[RecordDict], str], MetricRecord] | None = None,
+                 population: Population | None = None) -> None:
         if not 0.0 <= fraction_evaluate <= 1.0:
             raise ConfigError(f"fraction_evaluate: must be in [0, 1], got {fraction_evaluate}")
+        if not 0.0 < fraction_train <= 1.0:
+            raise ConfigError(f"fraction_train: must be in (0, 1], got {fraction_train}")
         if (allocator is None) == (engine is None):
             raise ConfigError("FedOptStrategy: give an allocator or an engine (not both)")
         if engine is None:
@@ -158,7 +191,17 @@ class FedOptStrategy(Strategy, EngineDriver):
         self.query_timeout = float(query_timeout)
         self.round_timeout = float(round_timeout)
         self.poll_interval = float(poll_interval)
+        self.fraction_train = float(fraction_train)
+        self.min_train_nodes = int(min_train_nodes)
+        self.train_rng = np.random.default_rng([eval_seed, 1])  # never shifts the engine's draws
+        self.weighted_by_key = weighted_by_key
+        self.arrayrecord_key = arrayrecord_key
+        self.configrecord_key = configrecord_key
+        self.train_metrics_aggr_fn = train_metrics_aggr_fn
+        self.evaluate_metrics_aggr_fn = evaluate_metrics_aggr_fn
+        self.population = population
         self.gone: set[int] = set()  # nodes that failed a request and have not answered since
+        self._train_contents: list[RecordDict] = []  # this round's good train replies
         self._sent: list[Message] = []  # this round's train messages (ids set once pushed)
         self._table_key: tuple | None = None
         self.min_available_nodes = int(min_available_nodes)
@@ -232,7 +275,7 @@ class FedOptStrategy(Strategy, EngineDriver):
         self.nodes = self.discover(grid)
         t_discover = time.perf_counter() - clock
         params = unpack_modules(arrays, self.M)
-        channel = self.channel_state()
+        channel = self.sample_train(self.channel_state())
         clock = time.perf_counter()
         mask = self.engine.probe_mask(channel.available)
         loss, gsq = self.probe(params, mask, grid)
@@ -263,8 +306,10 @@ class FedOptStrategy(Strategy, EngineDriver):
         row.update(timing)
         log(INFO, "fedopt round %d: %d/%d uploads received, participation %.2f, energy %.4g J",
             row["round"], row["received"], row["subscriptions"], row["participation"], row["energy"])
-        return pack_modules(params), MetricRecord({k: v for k, v in row.items()
-                                                   if isinstance(v, (int, float))})
+        metrics = MetricRecord({k: v for k, v in row.items() if isinstance(v, (int, float))})
+        if self.train_metrics_aggr_fn is not None and self._train_contents:
+            metrics.update(self.train_metrics_aggr_fn(self._train_contents, self.weighted_by_key))
+        return pack_modules(params), metrics
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
@@ -279,22 +324,35 @@ class FedOptStrategy(Strategy, EngineDriver):
         for k in ues:
             modules = np.flatnonzero(self.ensembles[k]).tolist()
             content = RecordDict({module_key(m): params_to_record(params[m]) for m in modules})
-            content[CONFIG_KEY] = ConfigRecord({**dict(config or {}), "server-round": int(server_round),
-                                                "modules": modules})
+            if self.M == 1:
+                content[self.arrayrecord_key] = content[module_key(0)]
+            content[self.configrecord_key] = ConfigRecord({**dict(config or {}),
+                                                           "server-round": int(server_round),
+                                                           "modules": modules})
             out.append(Message(content, dst_node_id=self.nodes.node_of_ue[k],
                                message_type=MessageType.EVALUATE))
         return out
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """ω-weighted means of the replying UEs' ensemble loss and accuracy (3)."""
+        replies = [m for m in replies if not m.has_error() and METRICS_KEY in m.content]
+        if self.evaluate_metrics_aggr_fn is not None and replies:
+            out = self.evaluate_metrics_aggr_fn([m.content for m in replies], self.weighted_by_key)
+            self.evaluations[server_round] = dict(out)
+            return out
+        if any("loss" not in m.content[METRICS_KEY] or "accuracy" not in m.content[METRICS_KEY]
+               for m in replies):  # a Flower-style client's own metrics: Flower's weighted mean
+            from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
+
+            out = aggregate_metricrecords([m.content for m in replies], self.weighted_by_key)
+            self.evaluations[server_round] = dict(out)
+            return out
         loss, acc, n = [], [], []
         for msg in replies:
-            if msg.has_error() or METRICS_KEY not in msg.content:
-                continue
             rec = msg.content[METRICS_KEY]
             loss.append(float(rec["loss"]))
             acc.append(float(rec["accuracy"]))
-            n.append(float(rec["num-examples"]))
+            n.append(float(rec[self.weighted_by_key]))
         if not n:
             return None
         w = np.asarray(n) / np.sum(n)
@@ -310,24 +368,27 @@ class FedOptStrategy(Strategy, EngineDriver):
         and RoundState fields. Waits for ``min_available_nodes`` first; run every round, and
         the node table is rebuilt whenever nodes appear, disappear, fail or come back, so a
         node that left is unavailable until it returns."""
-        while len(ids := [int(n) for n in grid.get_node_ids()]) < self.min_available_nodes:
+        need = max(self.min_available_nodes, self.min_train_nodes)
+        while len(ids := [int(n) for n in grid.get_node_ids()]) < need:
             log(INFO, "Waiting for nodes to connect: %d connected (minimum required: %d).",
-                len(ids), self.min_available_nodes)
+                len(ids), need)
             time.sleep(1.0)
         self.connected = set(ids)
         ask = [n for n in ids if n not in self._queried or n in self.gone]
         replies: list[Message] = []
+        sent: list[Message] = []
         if ask:
             msgs = [Message(properties_query(), dst_node_id=n, message_type=MessageType.QUERY)
                     for n in ask]
             self._queried.update(ask)
             replies = list(grid.send_and_receive(msgs, timeout=self.query_timeout))
+            sent = msgs
             dst = self._destinations(msgs)
-            answered = {dst.get(m.metadata.reply_to_message_id) for m in replies if not m.has_error()}
+            answered = {dst.get(m.metadata.reply_to_message_id) for m in replies if self._up(m)}
             self.gone = (self.gone | set(ask)) - answered
         key = (frozenset(self.connected), frozenset(self.gone))
         if replies or self.nodes is None or key != self._table_key:
-            self.nodes = self.node_table(replies)
+            self.nodes = self.node_table(replies, sent)
             self._table_key = key
         return self.nodes
 
@@ -338,6 +399,24 @@ class FedOptStrategy(Strategy, EngineDriver):
         for a node that left carries the SuperLink's id as its sender)."""
         return {m.metadata.message_id: int(m.metadata.dst_node_id) for m in sent}
 
+    def sample_train(self, channel: ChannelState) -> ChannelState:
+        """FedAvg's ``fraction_train``: a share of the available UEs (at least
+        ``min_train_nodes``) may be scheduled this round, drawn from the strategy's own stream
+        (the engine's draws stay those of ``fedopt simulate``)."""
+        available = np.asarray(channel.available, bool)
+        if self.fraction_train >= 1.0:
+            return channel
+        ues = np.flatnonzero(available)
+        n = min(len(ues), max(self.min_train_nodes, math.ceil(self.fraction_train * len(ues))))
+        keep = np.zeros_like(available)
+        keep[self.train_rng.choice(ues, n, replace=False)] = True
+        return ChannelState(channel.distance, channel.fading, keep)
+
+    @staticmethod
+    def _up(reply: Message) -> bool:
+        """The node answered (an error its ClientApp raised counts: it is up)."""
+        return not reply.has_error() or reply.error.code not in _GONE
+
     def _without_gone(self, channel: ChannelState) -> ChannelState:
         """The channel with the UEs whose node is known to be gone unavailable."""
         gone = np.isin(np.arange(self.K), [k for k, n in self.nodes.node_of_ue.items() if n in self.gone])
@@ -345,40 +424,78 @@ class FedOptStrategy(Strategy, EngineDriver):
             return channel
         return ChannelState(channel.distance, channel.fading, np.asarray(channel.available, bool) & ~gone)
 
-    def node_table(self, replies: Iterable[Message]) -> NodeTable:
+    def node_table(self, replies: Iterable[Message], sent: Iterable[Message] = ()) -> NodeTable:
         """Merge properties replies into the node table (a node that re-registers under a new id
-        replaces the old one once that one is gone)."""
+        replaces the old one once that one is gone).
+
+        A node that reports no ``partition-id`` (e.g. a ClientApp from Flower's template, which
+        has no query handler) becomes the lowest UE index without a node; what a node does not
+        report of distance, |D_k|, f_k, c_k, D_k^t comes from the configured channel model
+        (``population``, by default drawn from the allocator's config), with one warning line.
+        """
+        dst = self._destinations(sent)
+        answers = []
         for msg in replies:
-            node = int(msg.metadata.src_node_id)
-            if msg.has_error() or CONFIG_KEY not in msg.content:
-                log(WARNING, "node %d did not report its properties; it is left out", node)
-                continue
-            rec = msg.content[CONFIG_KEY]
-            k = int(rec["partition-id"])
+            if not self._up(msg):
+                continue  # gone (see discover)
+            ok = not msg.has_error() and CONFIG_KEY in msg.content.config_records
+            answers.append((dst.get(msg.metadata.reply_to_message_id, int(msg.metadata.src_node_id)),
+                            msg.content[CONFIG_KEY] if ok else ConfigRecord()))
+        answers.sort(key=lambda a: "partition-id" not in a[1])  # free UEs go to the others last
+        for node, rec in answers:
+            if "partition-id" in rec:
+                k = int(rec["partition-id"])
+            else:
+                k = self._free_ue(node)
+                if k is None:
+                    log(WARNING, "node %d reported no partition-id and all %d UEs have a node; "
+                        "it is left out", node, self.K)
+                    continue
             if not 0 <= k < self.K:
                 raise ConfigError(f"node {node}: partition-id {k} outside 0..{self.K - 1} (K = {self.K})")
             old = self._node_of_ue.get(k)
-            if old is not None and old != node and old in self.connected:
+            if old is not None and old != node and old in self.connected and old not in self.gone:
                 raise ConfigError(f"partition-id {k} reported by two nodes ({old}, {node})")
             self._node_of_ue[k] = node
-            self._rows[k] = {key: float(rec[key]) for key in _STATE_FROM_PROPERTY.values() if key in rec}
+            row = {key: float(rec[key]) for key in _STATE_FROM_PROPERTY.values() if key in rec}
+            need = [key for key in _STATE_FROM_PROPERTY.values() if key not in row
+                    and not (key == "distance" and self.engine.channel_fn is not None)]
+            if need:
+                log(WARNING, "node %d (UE %d) reported no %s: the configured channel model's "
+                    "values are used", node, k, ", ".join(need))
+                row.update({key: self._modelled(key, k) for key in need})
+            self._rows[k] = row
         rows = self._rows
         if not rows:
-            raise ConfigError("no node reported its properties (partition-id)")
-        need = set(_STATE_FROM_PROPERTY.values()) - ({"distance"} if self.engine.channel_fn else set())
+            raise ConfigError("no node answered the properties query")
         props: dict[str, np.ndarray] = {}
         first = rows[min(rows)]
         for key in _STATE_FROM_PROPERTY.values():
-            missing = [k for k in rows if key not in rows[k]]
-            if missing and key in need:
-                raise ConfigError(f"node of partition {missing[0]} did not report '{key}' "
-                                  f"(report it from the ClientApp{' or set channel_fn' if key == 'distance' else ''})")
-            if missing:
-                continue
+            if any(key not in r for r in rows.values()):
+                continue  # distance with a channel_fn: the channel model gives it every round
             props[key] = np.array([rows.get(k, first)[key] for k in range(self.K)], dtype=float)
         node_of_ue = {k: n for k, n in self._node_of_ue.items()
                       if n in self.connected and n not in self.gone}
         return NodeTable(node_of_ue, {n: k for k, n in node_of_ue.items()}, props)
+
+    def _free_ue(self, node: int) -> int | None:
+        """The UE index a node without a partition id stands for: its own if it had one, else
+        the lowest one without a live node."""
+        for k, n in self._node_of_ue.items():
+            if n == node:
+                return k
+        taken = {k for k, n in self._node_of_ue.items() if n in self.connected and n not in self.gone}
+        return next((k for k in range(self.K) if k not in taken), None)
+
+    def _modelled(self, key: str, k: int) -> float:
+        """UE k's ``key`` in the configured channel model (the population)."""
+        if self.population is None:
+            from ..population import draw_population
+
+            self.population = draw_population(self.allocator.config, 0)
+        pop = self.population
+        return float({"distance": pop.d, "data-size": pop.n_data, "cpu-freq": pop.f,
+                      "cycles-per-bit": pop.c, "samples": pop.D}[key][k])
 
     def channel_state(self) -> ChannelState:
         """This round's channel: the engine's channel model (given the node table), else the
@@ -409,7 +526,7 @@ class FedOptStrategy(Strategy, EngineDriver):
                                 message_type=MessageType.QUERY))
         replies = list(grid.send_and_receive(msgs, timeout=self.query_timeout))
         dst = self._destinations(msgs)
-        answered = {dst.get(m.metadata.reply_to_message_id) for m in replies if not m.has_error()}
+        answered = {dst.get(m.metadata.reply_to_message_id) for m in replies if self._up(m)}
         self.gone |= set(dst.values()) - answered  # unavailable from this round on
         for msg in replies:
             k = self.nodes.ue_of_node.get(dst.get(msg.metadata.reply_to_message_id))
@@ -435,9 +552,11 @@ class FedOptStrategy(Strategy, EngineDriver):
             if node is None:
                 continue  # cannot happen: unavailable UEs are never scheduled
             content = RecordDict({module_key(m): records[m] for m in modules})
+            if self.M == 1:  # Flower's convention too (the same record: sent once)
+                content[self.arrayrecord_key] = records[0]
             rec = train_config(server_round, modules, alloc.p[k], alloc.b[k, modules],
                                alloc.q[k, modules], plan.local_steps, plan.lr, energy[k, modules])
-            content[CONFIG_KEY] = ConfigRecord({**dict(config or {}), **dict(rec)})
+            content[self.configrecord_key] = ConfigRecord({**dict(config or {}), **dict(rec)})
             out.append(Message(content, dst_node_id=node, message_type=MessageType.TRAIN))
         return out
 
@@ -452,39 +571,42 @@ class FedOptStrategy(Strategy, EngineDriver):
         loss = np.full(len(pairs), np.nan)
         gsq = np.full(len(pairs), np.nan)
         errors = 0
-        replied = set()
+        answered: set[int] = set()
+        self._train_contents = []
         sent = self._destinations(self._sent)
         for msg in replies:
             node = sent.get(msg.metadata.reply_to_message_id)  # not the sender: see _destinations
             k = self.nodes.ue_of_node.get(node) if node is not None else None
             if k is None:
                 continue
+            answered.add(k)
             if msg.has_error():
                 errors += 1
-                self.gone.add(node)
+                gone = msg.error.code in _GONE
+                if gone:
+                    self.gone.add(node)
                 log(WARNING, "round %d: node of UE %d replied with an error (%s); its uploads are "
-                    "lost and it is unavailable until it answers again", plan.t + 1, k, msg.error.reason)
+                    "lost%s", plan.t + 1, k, msg.error.reason,
+                    " and it is unavailable until it answers again" if gone else "")
                 continue
             try:
-                r = read_reply_metrics(msg.content[METRICS_KEY])
-                got = {int(m): record_to_params(msg.content[module_key(m)]) for m in r["modules"]}
+                got = read_train_reply(msg.content, np.flatnonzero(plan.x[k]), plan.params,
+                                       arrayrecord_key=self.arrayrecord_key,
+                                       weighted_by_key=self.weighted_by_key)
             except (KeyError, TypeError, ValueError) as exc:
                 errors += 1
                 log(WARNING, "round %d: malformed reply from UE %d (%s); its uploads are lost",
                     plan.t + 1, k, exc)
                 continue
-            replied.add(k)
-            for j, m in enumerate(r["modules"]):
-                i = index.get((k, int(m)))
-                if i is None:
-                    continue  # a module it was not asked to train
-                updates[i] = got[int(m)]
-                if r["n_samples"].size:
-                    n_samples[i] = r["n_samples"][j]
-                loss[i] = r["loss"][j]
-                gsq[i] = r["grad_sq"][j]
+            self._train_contents.append(msg.content)
+            for m, r in got.items():
+                i = index[(k, m)]
+                updates[i] = r["update"]
+                if not math.isnan(r["n_samples"]):
+                    n_samples[i] = r["n_samples"]
+                loss[i], gsq[i] = r["loss"], r["grad_sq"]
         scheduled = set(np.flatnonzero(plan.x.any(axis=1)).tolist())
-        missing = max(len(scheduled - replied) - errors, 0)
-        late = {self.nodes.node_of_ue[k] for k in scheduled - replied if k in self.nodes.node_of_ue}
-        self.gone |= late  # errors and missed deadlines: unavailable until it answers again
+        missing = len(scheduled - answered)
+        self.gone |= {self.nodes.node_of_ue[k] for k in scheduled - answered
+                      if k in self.nodes.node_of_ue}  # missed the deadline: gone until it answers
         return RoundResults(updates, loss, gsq, n_samples, errors, missing)
