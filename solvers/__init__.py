@@ -5,9 +5,9 @@ bandwidth (16) and power (21) subproblems, behind one result type, :class:`Solut
   ``ipopt``, ``cvxpy``.
 * :func:`solve_power`, :func:`solve_power_batch` — methods ``auto``/``global``, ``ipopt``,
   ``bounded``, ``scip``, ``max``.
-* :func:`fedopt.solvers.round.solve_round` — the per-round problem (7): ``bcd`` (Algorithm
-  2's block coordinate descent), ``joint`` (a local search over x) and ``scip`` (the MINLP).
-  A certified method for (7) is not there yet.
+* :func:`fedopt.solvers.round.solve_round` — the per-round problem (7): ``auto`` (the
+  certified global method), ``bcd`` (Algorithm 2's block coordinate descent), ``joint`` (a
+  local search over x) and ``scip`` (the MINLP).
 """
 
 from ._solution import STATUSES, Solution, relative_gap

@@ -9,6 +9,14 @@ For one round's coefficients (a :class:`fedopt.costs.RoundSystem`, K UEs, M modu
 
 :func:`solve_round` dispatches by ``method=``:
 
+* ``"auto"`` — the certified global method (``solvers/_round_global.py``): the band and the
+  floor priced by (ν, μ) separate (7) by UE; each UE's subproblem is solved globally with a
+  certified bound (``_round_ue.py``), the dual is maximised by cutting planes
+  (``_round_dual.py``), the dual's points are repaired into feasible ones (BCD from the
+  dual's powers) and a branch and bound on the UEs the relaxation splits closes the gap.
+  ``optimal`` only through :func:`._solution.certify` with gap <= ``rel_gap`` (default 1e-6);
+  at ``time_limit``, ``time_limit`` with the certified gap. With ``x`` given it solves the
+  continuous problem of that x; ``available`` excludes UEs.
 * ``"bcd"`` — Algorithm 2, step 2: block coordinate descent over (p, b) for a *given* x
   (power (21) batched over UEs, then bandwidth (16)), with basin escapes (ours). A local
   method: status ``feasible``, no bound.
@@ -72,9 +80,10 @@ def solve_round(system: RoundSystem, M_max: int, *, floor: int = 0, method: str 
     system : the round's coefficients, a :class:`fedopt.costs.RoundSystem`.
     M_max : modules per UE at most (7b).
     floor : participation floor Σ_{k,m} x ≥ floor (0: none).
-    method : ``"bcd"``, ``"joint"`` or ``"scip"`` (:data:`ROUND_METHODS`).
-    x : (K, M) the given switching; required by ``"bcd"``, fixes x for ``"scip"``.
-    available : (K,) bool, UEs that may be scheduled (``"joint"``, ``"scip"``; None: all).
+    method : ``"auto"``, ``"bcd"``, ``"joint"`` or ``"scip"`` (:data:`ROUND_METHODS`).
+    x : (K, M) the given switching; required by ``"bcd"``, fixes x for ``"auto"`` and ``"scip"``.
+    available : (K,) bool, UEs that may be scheduled (``"auto"``, ``"joint"``, ``"scip"``;
+        None: all).
     costs : (K, M) pair costs u (8) that order ``"joint"``'s start and moves; None: u at
         p = P_max and b = max(b^min, 1/floor).
     p0 : (K,) start powers of ``"bcd"`` (None: P_max).
@@ -83,12 +92,14 @@ def solve_round(system: RoundSystem, M_max: int, *, floor: int = 0, method: str 
         max_iter sweeps.
     escapes, grid_start : BCD's basin escapes and grid start powers (ours).
     max_evals : ``"joint"``'s budget of BCD evaluations.
-    time_limit, rel_gap : SCIP's limits.
+    time_limit, rel_gap : the time limit and the relative gap certified as optimal of
+        ``"auto"`` and ``"scip"``.
 
     ``objective`` is :meth:`RoundSystem.objective` at the returned point. The heuristics report
     ``feasible`` (``infeasible`` when a given x breaks (7b), (7d) or the floor) and no bound;
     ``extras["bandwidth"]`` is the last bandwidth :class:`Solution` of BCD (or None). SCIP
-    reports ``optimal`` / ``time_limit`` / ... with its dual bound and the gap to it.
+    reports ``optimal`` / ``time_limit`` / ... with its dual bound and the gap to it;
+    ``"auto"`` its certified bound, gap and ``extras`` (root bound, ν, μ, nodes).
     """
     if method not in ROUND_METHODS:
         raise ValueError(f"unknown round method {method!r}; known: {', '.join(ROUND_METHODS)}")

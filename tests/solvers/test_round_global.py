@@ -150,3 +150,27 @@ def test_root_dual_bound_below_scip_optimum(K, seed):
     sys_, auto, scip = _pair(K, seed, False)
     assert scip.status == "optimal"
     assert auto.extras["root_bound"] <= scip.objective + 1e-12 * abs(scip.objective)
+
+
+@pytest.mark.parametrize("K, seed", AGAINST_SCIP[:3])
+def test_auto_point_through_the_pyomo_statement(K, seed):
+    """auto solves exactly the problem models/round.py states: its point, loaded into the
+    Pyomo model of (7), satisfies every constraint and gives the same objective."""
+    import pyomo.environ as pyo
+    from fedopt.models.round import round_model
+
+    sys_, auto, _ = _pair(K, seed, False)
+    cfg = SystemConfig(K=K)
+    floor = max(1, math.ceil(cfg.beta * K))
+    mdl = round_model(sys_, cfg.M_max, floor=floor)
+    x, p, b = auto.x.x > 0, auto.x.p, auto.x.b
+    for k in mdl.U:
+        mdl.z[k].set_value(math.log(p[k]))
+    for k, m in mdl.P:
+        mdl.x[k, m].set_value(int(x[k, m]))
+        mdl.y[k, m].set_value(math.log(b[k, m] if x[k, m] else sys_.b_min[k, m]))
+    assert pyo.value(mdl.obj) == pytest.approx(auto.objective, rel=1e-12)
+    for c in mdl.component_data_objects(pyo.Constraint, active=True):
+        body = pyo.value(c.body)
+        assert c.lower is None or body >= pyo.value(c.lower) - 1e-12
+        assert c.upper is None or body <= pyo.value(c.upper) + 1e-12
