@@ -91,6 +91,7 @@ def load_encoder(model: str | os.PathLike | None):
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+    encoder.float()  # θ_0 in fp32 whatever the checkpoint stores (fp16/bf16 hub weights)
     encoder.eval()
     for p in encoder.parameters():
         p.requires_grad_(False)
