@@ -36,6 +36,7 @@ from .records import (
     ACTION_PROPERTIES,
     CONFIG_KEY,
     METRICS_KEY,
+    PROBE_KEY,
     module_key,
     params_to_record,
     properties_record,
@@ -119,15 +120,16 @@ class FedOptClient:
         content[METRICS_KEY] = reply_metrics(modules, res.loss, res.grad_sq, res.n_samples)
         return Message(content, reply_to=msg)
 
-    def probe(self, msg: Message) -> Message:
-        cfg = msg.content[CONFIG_KEY]
-        modules = [int(m) for m in cfg["modules"]]
-        params = self._params(msg.content, modules)
+    def _probe(self, content: RecordDict, modules: list[int]) -> MetricRecord:
+        params = self._params(content, modules)
         pairs = PairBatch(np.full(len(modules), self.ue), np.asarray(modules, dtype=int))
         with self._own_state():
             loss, gsq = self.backend.probe(pairs, params)
-        content = RecordDict({METRICS_KEY: reply_metrics(modules, loss, gsq, np.zeros(len(modules)))})
-        return Message(content, reply_to=msg)
+        return reply_metrics(modules, loss, gsq, np.zeros(len(modules)))
+
+    def probe(self, msg: Message) -> Message:
+        modules = [int(m) for m in msg.content[CONFIG_KEY]["modules"]]
+        return Message(RecordDict({METRICS_KEY: self._probe(msg.content, modules)}), reply_to=msg)
 
     def query(self, msg: Message) -> Message:
         action = msg.content[CONFIG_KEY].get(ACTION, ACTION_PROPERTIES)
@@ -138,19 +140,25 @@ class FedOptClient:
         return Message(RecordDict({CONFIG_KEY: properties_record(self.describe())}), reply_to=msg)
 
     def evaluate(self, msg: Message) -> Message:
-        """Eq. (3) for this UE: the uniform ensemble of the sent modules on its test split."""
+        """Eq. (3) for this UE: the uniform ensemble of the sent modules (``modules``; none:
+        no evaluation) on its test split; and the probe of ``probe-modules`` at the same θ,
+        the next round's measurements folded into this exchange (under ``probe``)."""
         cfg = msg.content[CONFIG_KEY]
         modules = [int(m) for m in cfg["modules"]]
-        params = self._params(msg.content, modules)
-        ens = np.zeros((int(self.backend.num_ues), len(self.specs)), dtype=bool)
-        ens[self.ue, modules] = True
-        ev = self.backend.evaluate(params, ens)
-        metrics = MetricRecord({
-            "loss": float(ev.ue_loss[self.ue]),
-            "accuracy": float(ev.ue_accuracy[self.ue]),
-            "num-examples": float(self.backend.data_sizes()[self.ue]),
-        })
-        return Message(RecordDict({METRICS_KEY: metrics}), reply_to=msg)
+        content = RecordDict()
+        if modules:
+            params = self._params(msg.content, modules)
+            ens = np.zeros((int(self.backend.num_ues), len(self.specs)), dtype=bool)
+            ens[self.ue, modules] = True
+            ev = self.backend.evaluate(params, ens)
+            content[METRICS_KEY] = MetricRecord({
+                "loss": float(ev.ue_loss[self.ue]),
+                "accuracy": float(ev.ue_accuracy[self.ue]),
+                "num-examples": float(self.backend.data_sizes()[self.ue]),
+            })
+        if probe := [int(m) for m in cfg.get("probe-modules", [])]:
+            content[PROBE_KEY] = self._probe(msg.content, probe)
+        return Message(content, reply_to=msg)
 
 
 def make_client_app(client_fn: Callable[[Context], FedOptClient]) -> ClientApp:

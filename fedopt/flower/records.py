@@ -30,6 +30,7 @@ __all__ = [
     "ACTION_PROPERTIES",
     "CONFIG_KEY",
     "METRICS_KEY",
+    "PROBE_KEY",
     "PROPERTY_KEYS",
     "module_key",
     "params_to_record",
@@ -45,6 +46,7 @@ __all__ = [
 
 CONFIG_KEY = "config"
 METRICS_KEY = "metrics"
+PROBE_KEY = "probe"  # an evaluate reply's probe measurements (the next round's, folded in)
 ACTION = "fedopt-action"  # QUERY messages: which question the server asks
 ACTION_PROPERTIES = "properties"
 ACTION_PROBE = "probe"

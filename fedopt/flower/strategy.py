@@ -63,6 +63,7 @@ from .records import (
     ACTION_PROBE,
     CONFIG_KEY,
     METRICS_KEY,
+    PROBE_KEY,
     module_key,
     pack_modules,
     params_to_record,
@@ -154,6 +155,8 @@ class FedOptStrategy(Strategy, EngineDriver):
         one replaces the ω-weighted (3).
     population : the configured channel model for what a node does not report about itself
         (UE k's distance, |D_k|, f_k, c_k, D_k^t); default: drawn from the allocator's config.
+    fold_probes : probe round t+1's pairs in round t's evaluate exchange (both at θ^{t+1}):
+        two exchanges a round instead of three, the same draws and measurements.
     """
 
     def __init__(self, allocator=None, *, engine: RoundEngine | None = None,
@@ -170,7 +173,7 @@ class FedOptStrategy(Strategy, EngineDriver):
                  configrecord_key: str = CONFIG_KEY,
                  train_metrics_aggr_fn: Callable[[list[RecordDict], str], MetricRecord] | None = None,
                  evaluate_metrics_aggr_fn: Callable[[list[RecordDict], str], MetricRecord] | None = None,
-                 population: Population | None = None) -> None:
+                 population: Population | None = None, fold_probes: bool = True) -> None:
         if not 0.0 <= fraction_evaluate <= 1.0:
             raise ConfigError(f"fraction_evaluate: must be in [0, 1], got {fraction_evaluate}")
         if not 0.0 < fraction_train <= 1.0:
@@ -200,6 +203,10 @@ class FedOptStrategy(Strategy, EngineDriver):
         self.train_metrics_aggr_fn = train_metrics_aggr_fn
         self.evaluate_metrics_aggr_fn = evaluate_metrics_aggr_fn
         self.population = population
+        self.fold_probes = bool(fold_probes)
+        self._rounds: int | None = None  # start()'s num_rounds
+        self._early: tuple | None = None  # next round's (channel, loss, ‖∇‖², mask), probed early
+        self._eval_sent: list[Message] = []
         self.gone: set[int] = set()  # nodes that failed a request and have not answered since
         self._train_contents: list[RecordDict] = []  # this round's good train replies
         self._sent: list[Message] = []  # this round's train messages (ids set once pushed)
@@ -261,6 +268,7 @@ class FedOptStrategy(Strategy, EngineDriver):
               evaluate_config: ConfigRecord | None = None, evaluate_fn=None):
         """Flower's round loop with the round deadline ``round_timeout`` (unless ``timeout``
         is given) and replies pulled every ``poll_interval`` s (:class:`PollingGrid`)."""
+        self._rounds, self._early = num_rounds, None
         return super().start(PollingGrid(grid, self.poll_interval), initial_arrays, num_rounds,
                              self.round_timeout if timeout is None else timeout, train_config,
                              evaluate_config, evaluate_fn)
@@ -275,10 +283,16 @@ class FedOptStrategy(Strategy, EngineDriver):
         self.nodes = self.discover(grid)
         t_discover = time.perf_counter() - clock
         params = unpack_modules(arrays, self.M)
-        channel = self.sample_train(self.channel_state())
+        early, self._early = self._early, None
         clock = time.perf_counter()
-        mask = self.engine.probe_mask(channel.available)
-        loss, gsq = self.probe(params, mask, grid)
+        if early is not None:  # drawn and probed in the last evaluate exchange
+            channel, loss, gsq, _ = early
+            channel = ChannelState(channel.distance, channel.fading,
+                                   np.asarray(channel.available, bool) & self.nodes.has_node)
+        else:
+            channel = self.sample_train(self.channel_state())
+            mask = self.engine.probe_mask(channel.available)
+            loss, gsq = self.probe(params, mask, grid)
         t_probe = time.perf_counter() - clock
         channel = self._without_gone(channel)  # a node that did not answer its probe
         props = self.nodes.properties
@@ -320,21 +334,61 @@ class FedOptStrategy(Strategy, EngineDriver):
         if self.fraction_evaluate < 1.0:  # its own stream: evaluation never shifts the uplink draws
             n = max(1, math.ceil(self.fraction_evaluate * len(ues)))
             ues = sorted(self.eval_rng.choice(ues, n, replace=False).tolist())
+        probe = self._early_probe(server_round)
+        evaluated = set(ues)
+        if probe is not None:  # nodes that only probe get an evaluate message without modules
+            ues = sorted(evaluated | set(np.flatnonzero(probe.any(axis=1)).tolist()))
         out = []
         for k in ues:
-            modules = np.flatnonzero(self.ensembles[k]).tolist()
-            content = RecordDict({module_key(m): params_to_record(params[m]) for m in modules})
-            if self.M == 1:
+            modules = np.flatnonzero(self.ensembles[k]).tolist() if k in evaluated else []
+            probed = np.flatnonzero(probe[k]).tolist() if probe is not None else []
+            content = RecordDict({module_key(m): params_to_record(params[m])
+                                  for m in sorted({*modules, *probed})})
+            if self.M == 1 and modules:
                 content[self.arrayrecord_key] = content[module_key(0)]
-            content[self.configrecord_key] = ConfigRecord({**dict(config or {}),
-                                                           "server-round": int(server_round),
-                                                           "modules": modules})
+            cfg = {**dict(config or {}), "server-round": int(server_round), "modules": modules}
+            if probed:
+                cfg["probe-modules"] = probed
+            content[self.configrecord_key] = ConfigRecord(cfg)
             out.append(Message(content, dst_node_id=self.nodes.node_of_ue[k],
                                message_type=MessageType.EVALUATE))
+        self._eval_sent = out
         return out
+
+    def _early_probe(self, server_round: int) -> np.ndarray | None:
+        """Fold the next round's probes into this evaluate exchange (both need θ^{t+1}, the
+        aggregate just made): draw its channel and probe mask now, from the engine's stream
+        in the engine's order (nothing else draws between), and probe those pairs here. None
+        at the last round or with ``fold_probes=False``."""
+        if not self.fold_probes or self._rounds is None or server_round >= self._rounds:
+            return None
+        channel = self.sample_train(self.channel_state())
+        mask = self.engine.probe_mask(channel.available)
+        nan = np.full((self.K, self.M), np.nan)
+        self._early = (channel, nan, nan.copy(), mask)
+        return mask
+
+    def _collect_early_probes(self, replies: list[Message]) -> None:
+        """The probe measurements of the evaluate replies (NaN where not answered); a node
+        that did not answer is gone, as after a probe query."""
+        _, loss, gsq, mask = self._early
+        dst = self._destinations(self._eval_sent)
+        asked = {self.nodes.node_of_ue[int(k)] for k in np.flatnonzero(mask.any(axis=1))}
+        answered = {dst.get(m.metadata.reply_to_message_id) for m in replies if self._up(m)}
+        self.gone |= asked - answered
+        for msg in replies:
+            k = self.nodes.ue_of_node.get(dst.get(msg.metadata.reply_to_message_id))
+            if k is None or msg.has_error() or PROBE_KEY not in msg.content:
+                continue  # not measured: the allocator keeps its last estimate
+            r = read_reply_metrics(msg.content[PROBE_KEY])
+            loss[k, r["modules"]] = r["loss"]
+            gsq[k, r["modules"]] = r["grad_sq"]
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """ω-weighted means of the replying UEs' ensemble loss and accuracy (3)."""
+        replies = list(replies)
+        if self._early is not None:
+            self._collect_early_probes(replies)
         replies = [m for m in replies if not m.has_error() and METRICS_KEY in m.content]
         if self.evaluate_metrics_aggr_fn is not None and replies:
             out = self.evaluate_metrics_aggr_fn([m.content for m in replies], self.weighted_by_key)
