@@ -113,17 +113,20 @@ class _Search:
         lo, hi = self.root.s_lo, self.root.s_hi
 
         def at(nu):
-            return ue_search(self.data, nu, 0.0, allowed, lo, hi, levels=12)
+            return ue_search(self.data, nu, 0.0, allowed, lo, hi, levels=7)
 
         def excess(nu):
             return math.fsum(at(nu).b.ravel().tolist()) - 1.0
 
         nu = 0.0
         if excess(0.0) > 0:
-            top = max(self.nu_hint, 1e-12)
+            # bracket ν around the dual's, widening geometrically
+            bot, top = 0.0, max(self.nu_hint, 1e-12) * 1.01
             while excess(top) > 0 and top < 1e12:
-                top *= 4.0
-            nu = brentq(excess, 0.0, top, xtol=1e-15, rtol=1e-13, maxiter=200)
+                bot, top = top, top * 4.0
+            if bot == 0.0 and excess(top / 1.02) > 0:
+                bot = top / 1.02
+            nu = brentq(excess, bot, top, xtol=1e-15, rtol=1e-10, maxiter=100)
             nu = nu if excess(nu) <= 0 else top
         r = at(nu)
         pp, bb, _, _, _ = bcd_once(self.sys, x, r.p, RoundOptions(), start_with_bandwidth=True,

@@ -107,19 +107,64 @@ def _boxes(data: UEData, ks: np.ndarray, s_w: np.ndarray, s_c: np.ndarray, nu: f
     """Box.argmin for every module of the UEs ``ks`` (n,), with w and a' taken at s_w and c at
     s_c (equal: the exact pair terms at p = e^s; s_w = s_b, s_c = s_a: the cell's minorant).
     Returns (b, value, lb, size), each (n, M)."""
-    n, M = ks.size, data.cS.size
+    M = data.cS.size
     w = data.W[ks] * np.exp(-data.kappa[ks] * np.exp(-data.gamma * s_w))[:, None]
     a = np.repeat((data.a[ks] * np.exp(-s_w))[:, None], M, axis=1)
     c = data.cS[None, :] * np.exp(s_c)[:, None]
+    return _box(data, ks, w, a, c, nu, bound)
+
+
+def _box(data: UEData, ks, w, a, c, nu: float, bound: bool):
+    """Box.argmin of −w e^{−a b} + c/b + ν b on [b^min, 1] for the (n, M) pairs of UEs ``ks``."""
+    shape = w.shape
     lo = data.lo[ks]
     w, a, c, lo = w.ravel(), a.ravel(), c.ravel(), lo.ravel()
     hi = np.ones_like(lo)
     b1, b2 = inflections(w, a, c, lo, hi)
     r = Box(w, a, c, lo, hi, b1, b2).argmin(nu, bound=bound)
-    shape = (n, M)
     if not bound:
         return r.b.reshape(shape), r.v.reshape(shape), None, None
     return r.b.reshape(shape), r.v.reshape(shape), r.lb.reshape(shape), r.size.reshape(shape)
+
+
+def _taylor_bounds(data: UEData, ks, sa, sb, nu: float):
+    """Second-order bounds of a cell [s_a, s_b] in s = ln p, for the two ends t = ±h of
+    s = s_m + t (h the half width): per pair (n, M) a certified lower bound on
+    min_b [F(s_m, b) ± h F_s(s_m, b)] and the curvature allowance ½ h² M2.
+
+    With A = −ωΓ q (u = a e^{−s} b + κ e^{−γs}, q = e^{−u}) and C = ρ e^s S/(bR), F = A + C + νb:
+    C is convex in s (above its tangent C(1 + t)) and −A_ss = ωΓ q ((r + γv)² − r − γ²v)
+    <= M2 := ωΓ min(4/e², q_max (r_max + γ v_max)²) on the cell (r = a e^{−s} b, v = κ e^{−γs},
+    q_max at s_b, b^min; r_max, v_max at s_a, b = 1), so F(s_m + t, b) >= F(s_m, b) +
+    t F_s(s_m, b) − ½ M2 t². Summed over a subset the first two terms are concave in t (a
+    minimum over b of affine functions), so their least over |t| <= h is at t = ±h. There
+    A + t A_s = −ωΓ e^{−v} e^{−a'b} (1 + t(γv + a'b)) (a' = a e^{−s_m}), and 1 + x <= e^x puts
+    each end in the bandwidth form: w'' = ωΓ e^{−v}(1 ± hγv), a'' = a'(1 ∓ h/(1 ± hγv)),
+    c'' = c (1 ± h) (for the minus end w'' = 0 when hγv >= 1). Returns (lb_minus, lb_plus,
+    size_max, curvature), each (n, M); needs h < 1."""
+    M = data.cS.size
+    h = 0.5 * (sb - sa)
+    sm = 0.5 * (sa + sb)
+    W = data.W[ks]
+    v = (data.kappa[ks] * np.exp(-data.gamma * sm))[:, None]
+    ap = np.repeat((data.a[ks] * np.exp(-sm))[:, None], M, axis=1)
+    c = data.cS[None, :] * np.exp(sm)[:, None]
+    hh = h[:, None]
+    gv = data.gamma * v
+    Wv = W * np.exp(-v)
+    out = []
+    for sign in (-1.0, 1.0):
+        f = 1.0 + sign * hh * gv
+        w2 = np.where(f > 0, Wv * f, 0.0)
+        a2 = ap * np.where(f > 0, 1.0 - sign * hh / np.where(f > 0, f, 1.0), 1.0)
+        _, _, lb, size = _box(data, ks, w2, a2, c * (1.0 + sign * hh), nu, True)
+        out.append((lb, size))
+    q_max = np.exp(-(data.a[ks] * np.exp(-sb))[:, None] * data.lo[ks]
+                   - (data.kappa[ks] * np.exp(-data.gamma * sb))[:, None])
+    rv = (data.a[ks] * np.exp(-sa) + data.gamma * data.kappa[ks] * np.exp(-data.gamma * sa))[:, None]
+    M2 = W * np.minimum(4.0 / math.e**2, q_max * rv * rv)
+    curv = 0.5 * hh * hh * M2 * (1.0 + 1e-12)
+    return out[0][0], out[1][0], np.maximum(out[0][1], out[1][1]), curv
 
 
 def _subset_values(data: UEData, ks, pair_v, mu: float, allowed):
@@ -233,11 +278,21 @@ def ue_lagrangian(data: UEData, nu: float, mu: float, allowed: np.ndarray, s_lo:
         sub[k_i] = j[i]
         p_best[k_i] = np.exp(sm[i])
         b_best[k_i] = np.where(data.subs[j[i]], bm[i], 0.0)
-        # the cells' certified bounds from the minorant (w, a' at s_b; c at s_a)
+        # the cells' certified bounds: the monotone minorant (w, a' at s_b; c at s_a), and
+        # where the cell is narrow the second-order one (:func:`_taylor_bounds`)
         _, _, plb, size = _boxes(data, ks, sb, sa, nu, True)
         dmu = data.d[ks] - mu
         rnd = 2.0 * EPS * (size + np.abs(dmu)) + EPS * np.abs(plb + dmu)
         lbv = _subset_values(data, ks, plb - rnd, mu, allowed)
+        narrow = (sb - sa) < 0.5
+        if narrow.any():
+            i = np.flatnonzero(narrow)
+            lm, lp, tsize, curv = _taylor_bounds(data, ks[i], sa[i], sb[i], nu)
+            trnd = 2.0 * EPS * (tsize + np.abs(dmu[i])) + EPS * np.abs(np.minimum(lm, lp) + dmu[i])
+            t_lb = np.minimum(
+                _subset_values(data, ks[i], lm - trnd - curv, mu, allowed),
+                _subset_values(data, ks[i], lp - trnd - curv, mu, allowed))
+            lbv[i] = np.maximum(lbv[i], t_lb)
         lbv[:, 0] = np.inf  # S = ∅ is counted once per UE (ub starts at 0)
         clb = np.maximum(lbv.min(axis=1), parent_lb)
         close = clb >= ub[ks] - tol[ks]
