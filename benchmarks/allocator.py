@@ -1,7 +1,7 @@
 """Round allocator (Algorithm 2) benchmarks for issue 5, in one run; prints times and ratios.
 
     .venv/bin/python benchmarks/allocator.py [--rounds 30] [--big-rounds 3] [--scip-limit 10]
-        [--big-K 10000,100000] [--only-scale]
+        [--big-K 10000,100000] [--only-scale] [--baseline COMMIT]
 
 1. ``allocate`` at K = 100, M = 3 (the defaults), ``primal_dual``: median over ``--rounds``
    rounds of a moving, fading population (goal: < 20 ms).
@@ -9,14 +9,19 @@
    (B = 20 MHz x K/100, so the deadline floors of ~beta K pairs fit the band), the other
    settings the defaults (policy ``primal_dual``, power and bandwidth method ``auto``):
    median wall and CPU time over ``--big-rounds`` rounds (issue 16's goals: < 100 ms at
-   K = 1e4, < 1 s at K = 1e5). ``--only-scale`` runs this part alone.
-   Measured on a 2-core container (one process, same states, before = c930c27's
-   solvers/_power_global.py and solvers/_round_bcd.py, identical Allocations):
-   K = 1e4: 0.358 -> 0.264 s median wall (0.358 -> 0.264 s cpu), round 0 0.78 -> 0.51 s;
-   K = 1e5: 4.08 -> 2.86 s median wall (4.08 -> 2.86 s cpu), round 0 7.0 -> 4.1 s (3 rounds,
-   noisy: an earlier run gave 0.33 -> 0.25 and 3.78 -> 2.79 s). Both goals still missed: the
-   time is the exponentials of the certified power grid (21), BCD's escape grid and the
-   bandwidth oracle (16), not Python overhead.
+   K = 1e4, < 1 s at K = 1e5). ``--only-scale`` runs this part alone. ``--baseline COMMIT``
+   also times fedopt as of COMMIT (``git archive`` of fedopt/, solvers/, models/, imported as
+   ``fedopt_base``) on the same states, alternating before/after round by round in this
+   process, and checks that both return the same Allocations.
+   Measured (``--only-scale --baseline 9cfede7``, 3 rounds; identical Allocations in every
+   round). A quiet 16-core host (the same alternation, 9cfede7's package copied there; wall =
+   cpu): K = 1e4 0.169 -> 0.108 s (5 rounds: 0.159 ->
+   0.081 s), round 0 0.32 -> 0.19 s; K = 1e5 2.13 -> 1.08 s, round 0 3.40 -> 1.90 s. This
+   2-core container at load 13 (cpu times; wall was 4x cpu): K = 1e4 0.263 -> 0.151 s,
+   K = 1e5 3.33 -> 1.64 s. Both goals are still missed on the 3-round median (the round with
+   the most pairs sets it). Where the time goes (quiet host, K = 1e5, 80 000 pairs): BCD's
+   escape grid 28% (17 x 17 exponentials per pair, once per round), the certified power
+   solves (21) 27%, the bandwidth solves (16) 25%, the rest in the allocator's own pricing.
 3. SCIP's MINLP (7) on K = 3, 5, 8, ... until it stops proving optimality on every one of
    ``--scip-instances`` instances within ``--scip-limit`` s; at the largest K it solved, the
    ratio of SCIP's time to the allocator's joint per-round mode and to ``allocate``.
@@ -67,6 +72,61 @@ def _time_allocate(cfg, rounds: int, policy="primal_dual", seed=0):
     return np.array(times), np.array(cpu), pairs, iters
 
 
+def _baseline(commit: str):
+    """fedopt as of ``commit``, importable as ``fedopt_base`` beside this checkout's fedopt
+    (its absolute imports renamed), for before/after timings in one process."""
+    import importlib
+    import io
+    import re
+    import subprocess
+    import sys
+    import tarfile
+    import tempfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    tmp = Path(tempfile.mkdtemp(prefix="fedopt_base_"))
+    tar = subprocess.run(["git", "-C", str(root), "archive", commit, "fedopt", "solvers",
+                          "models"], check=True, capture_output=True).stdout
+    tarfile.open(fileobj=io.BytesIO(tar)).extractall(tmp, filter="data")
+    pkg = tmp / "fedopt_base"
+    (tmp / "fedopt").rename(pkg)
+    for sub in ("solvers", "models"):  # shipped as fedopt.solvers, fedopt.models
+        (tmp / sub).rename(pkg / sub)
+    for f in pkg.rglob("*.py"):
+        text = f.read_text()
+        new = re.sub(r"\b(from|import) fedopt\b", r"\1 fedopt_base", text)
+        if new != text:
+            f.write_text(new)
+    sys.path.insert(0, str(tmp))
+    return importlib.import_module("fedopt_base")
+
+
+def _time_before_after(cfg_kw: dict, rounds: int, base, seed=0):
+    """Median wall and CPU times of ``allocate`` for fedopt as of the baseline (``base``) and
+    for this checkout, alternating round by round on the same states; and whether every
+    round's Allocation (x, p, b, q, energy, objective, iterations) is the same."""
+    from fedopt import RoundAllocator, SystemConfig
+
+    cfg = SystemConfig(**cfg_kw)
+    old, new = base.RoundAllocator(base.SystemConfig(**cfg_kw)), RoundAllocator(cfg)
+    times = {"before": ([], []), "after": ([], [])}
+    same = True
+    for i, s in enumerate(_states(cfg, rounds, seed)):
+        got = {}
+        runs = [("before", old, base.RoundState(**s.__dict__)), ("after", new, s)]
+        for name, al, state in runs if i % 2 == 0 else runs[::-1]:
+            t0, c0 = time.perf_counter(), time.process_time()
+            got[name] = al.allocate(state)
+            times[name][0].append(time.perf_counter() - t0)
+            times[name][1].append(time.process_time() - c0)
+        a, b = got["before"], got["after"]
+        same &= all(np.array_equal(getattr(a, f), getattr(b, f)) for f in
+                    ("x", "p", "b", "q", "energy_computation", "energy_communication"))
+        same &= a.objective == b.objective and a.iterations == b.iterations
+    return {k: (np.median(w), np.median(c), w[0]) for k, (w, c) in times.items()}, same
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=30)
@@ -76,6 +136,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only-scale", action="store_true", help="run part 2 only")
     ap.add_argument("--scip-limit", type=float, default=10.0)
     ap.add_argument("--scip-instances", type=int, default=3)
+    ap.add_argument("--baseline", metavar="COMMIT",
+                    help="part 2 also times fedopt as of COMMIT (before/after in one run)")
     args = ap.parse_args(argv)
 
     from fedopt.solvers._scip_round import solve_round_scip
@@ -96,8 +158,10 @@ def main(argv=None) -> int:
               f"{np.median(iters):.0f} BCD iterations (median); goal < 20 ms")
 
     goals = {10_000: 0.1, 100_000: 1.0}
+    base = None
     for K in (int(k) for k in str(args.big_K).split(",") if k.strip()):
-        big = SystemConfig(K=K, B=20e6 * K / 100)
+        big_kw = {"K": K, "B": 20e6 * K / 100}
+        big = SystemConfig(**big_kw)
         t0 = time.perf_counter()
         tb, cb, pairs_b, iters_b = _time_allocate(big, args.big_rounds)
         goal = f"goal < {goals[K]:g} s" if K in goals else "no goal"
@@ -106,6 +170,14 @@ def main(argv=None) -> int:
               f"cpu (max wall {tb.max():.3f}) over {len(tb)} rounds; "
               f"{np.median(pairs_b):.0f} pairs, {np.median(iters_b):.0f} BCD iterations; "
               f"{goal} (setup + rounds {time.perf_counter() - t0:.1f} s)")
+        if args.baseline:
+            base = base or _baseline(args.baseline)
+            ba, same = _time_before_after(big_kw, args.big_rounds, base)
+            (wb, cb_, rb), (wa, ca, ra) = ba["before"], ba["after"]
+            print(f"   before ({args.baseline}) -> after, same states, alternating: median "
+                  f"{wb:.3f} -> {wa:.3f} s wall ({wb / wa:.2f}x), {cb_:.3f} -> {ca:.3f} s cpu "
+                  f"({cb_ / ca:.2f}x), round 0 {rb:.3f} -> {ra:.3f} s; identical Allocations: "
+                  f"{'yes' if same else 'NO'}")
     if args.only_scale:
         return 0
 
