@@ -419,11 +419,11 @@ class FedOptStrategy(Strategy, EngineDriver):
     def discover(self, grid: Grid) -> NodeTable:
         """A properties query to every node not asked before, and to every node that failed a
         request and is still connected (it is back once it answers): its partition id (= UE k)
-        and RoundState fields. Waits for ``min_available_nodes`` first; run every round, and
+        and RoundState fields. Waits for ``min_available_nodes`` before round 1; run every round, and
         the node table is rebuilt whenever nodes appear, disappear, fail or come back, so a
         node that left is unavailable until it returns."""
-        need = max(self.min_available_nodes, self.min_train_nodes)
-        while len(ids := [int(n) for n in grid.get_node_ids()]) < need:
+        need = max(self.min_available_nodes, self.min_train_nodes) if self.nodes is None else 0
+        while len(ids := [int(n) for n in grid.get_node_ids()]) < need:  # before round 1 only
             log(INFO, "Waiting for nodes to connect: %d connected (minimum required: %d).",
                 len(ids), need)
             time.sleep(1.0)

@@ -1,13 +1,16 @@
 """The ServerApp: FedOptStrategy (Algorithm 2 each round) over the nodes of the federation.
 
 Run config (``[tool.flwr.app.config]``): ``config`` (the fedopt YAML, relative to the app),
-``set`` ("key=value;key=value" overrides) and ``out`` (a folder for config.yaml, metrics.csv,
-summary.json and params.npz; empty: print only).
+``set`` ("key=value;key=value" overrides), ``out`` (a folder for config.yaml, metrics.csv,
+summary.json, params.npz and schedule.json, x per round; empty: print only), ``fold-probes`` and ``poll-interval`` (the
+strategy's exchange settings).
 """
 
+import json
 import time
 from pathlib import Path
 
+import numpy as np
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
@@ -25,7 +28,10 @@ def main(grid: Grid, context: Context) -> None:
     t0 = time.perf_counter()
     run = run_config_from_context(context, root=HERE)
     setup = build_run(run)  # population (the server's channel model), θ^0, seed streams
-    strategy = make_strategy(setup, min_available_nodes=run.system.K)  # one node per UE
+    rc = context.run_config
+    strategy = make_strategy(setup, min_available_nodes=run.system.K,  # one node per UE
+                             fold_probes=bool(rc.get("fold-probes", True)),
+                             poll_interval=float(rc.get("poll-interval", 0.1)))
     result = strategy.start(grid, pack_modules(setup.params), num_rounds=run.rounds)
     rows = flower_rows({"strategy": strategy})
     for row in rows:
@@ -38,4 +44,6 @@ def main(grid: Grid, context: Context) -> None:
         summary = summarize(run, rows, seconds_serverapp=time.perf_counter() - t0,
                             seconds_per_round_steady=steady)
         write_results(out, run, rows, summary, unpack_modules(result.arrays, run.system.M))
+        schedule = [np.asarray(a.x).astype(int).tolist() for a in strategy.allocations]
+        (Path(out) / "schedule.json").write_text(json.dumps(schedule))  # x per round
         print(f"results in {out}")

@@ -1,0 +1,1 @@
+"""Flower's floor: one QUERY per node per exchange, answered at once."""
