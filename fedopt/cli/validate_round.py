@@ -165,6 +165,15 @@ def _med(vals) -> str:
     return f"{np.median(v):8.2f}" if v else f"{'-':>8}"
 
 
+def _scip_columns(sel: list[dict], mode: str) -> str:
+    """SCIP's columns (proved optimal, largest gap to auto, median time) where it ran."""
+    if not any(r[f"scip_{mode}_status"] for r in sel):
+        return f"{'-':>8} {'-':>13} {'-':>8}"
+    g = [r[f"gap_scip_{mode}"] for r in sel if math.isfinite(r[f"gap_scip_{mode}"])]
+    return (f"{sum(r[f'scip_{mode}_status'] == 'optimal' for r in sel):8d} "
+            f"{max(g) if g else math.nan:13.1e} {_med(r[f'scip_{mode}_seconds'] for r in sel)}")
+
+
 def summary(rows: list[dict], Ks: list[int], time_limit: float) -> str:
     lines = ["reference: solve_round(method='auto'), certified within its gap (<= 1e-6); "
              "gap = (method − auto)/|auto|, positive when the method is worse; "
@@ -175,15 +184,11 @@ def summary(rows: list[dict], Ks: list[int], time_limit: float) -> str:
     lines += [head, "-" * len(head)]
     for K in Ks:
         sel = [r for r in rows if r["K"] == K]
-        n_s = sum(r["scip_given_status"] == "optimal" for r in sel)
-        has_s = any(r["scip_given_status"] for r in sel)
-        g_s = [r["gap_scip_given"] for r in sel if math.isfinite(r["gap_scip_given"])]
         lines.append(
             f"{K:4d} {len(sel):3d} {sum(r['auto_given_status'] == 'optimal' for r in sel):8d} "
             f"{_dist(r['gap_bcd'] for r in sel):>35} "
             f"{_med(r['bcd_seconds'] for r in sel)} {_med(r['auto_given_seconds'] for r in sel)} | "
-            + (f"{n_s:8d} {max(g_s):13.1e} {_med(r['scip_given_seconds'] for r in sel)}"
-               if has_s and g_s else f"{'-':>8} {'-':>13} {'-':>8}"))
+            + _scip_columns(sel, "given"))
     lines += ["", "x free: the joint per-round mode vs the certified optimum of (7), floor Σx >= ⌈βK⌉"]
     head = (f"{'K':>4} {'n':>3} {'auto opt':>8} {'auto gap max':>12} {'t auto':>8} "
             f"{'joint gap: median':>17} {'90%':>9} {'max':>9} {'t joint':>8} | "
@@ -191,13 +196,9 @@ def summary(rows: list[dict], Ks: list[int], time_limit: float) -> str:
     lines += [head, "-" * len(head)]
     for K in Ks:
         sel = [r for r in rows if r["K"] == K]
-        n_s = sum(r["scip_minlp_status"] == "optimal" for r in sel)
-        has_s = any(r["scip_minlp_status"] for r in sel)
-        g_s = [r["gap_scip_minlp"] for r in sel if math.isfinite(r["gap_scip_minlp"])]
         lines.append(
             f"{K:4d} {len(sel):3d} {sum(r['auto_status'] == 'optimal' for r in sel):8d} "
             f"{max(r['auto_gap'] for r in sel):12.1e} {_med(r['auto_seconds'] for r in sel)} "
             f"{_dist(r['gap_joint'] for r in sel):>37} {_med(r['joint_seconds'] for r in sel)} | "
-            + (f"{n_s:8d} {max(g_s):13.1e} {_med(r['scip_minlp_seconds'] for r in sel)}"
-               if has_s and g_s else f"{'-':>8} {'-':>13} {'-':>8}"))
+            + _scip_columns(sel, "minlp"))
     return "\n".join(lines)

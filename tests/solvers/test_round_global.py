@@ -12,12 +12,10 @@ import math
 import numpy as np
 import pytest
 from fedopt.solvers._round_ue import UEData, ue_lagrangian
+from fedopt.solvers.random_instances import random_round_system
 from scipy.optimize import minimize
 
-from fedopt.allocator import RoundAllocator
 from fedopt.config import SystemConfig
-from fedopt.costs import switching_init, switching_update
-from fedopt.online.scenarios import random_round_state
 
 
 @functools.cache
@@ -26,11 +24,7 @@ def _system(K: int, seed: int, a_scale: float = 1.0, rho_scale: float = 1.0):
     noise coefficient a_k and ``rho_scale`` the energy weight ρ (a large a with a small ρ:
     noise-limited pairs whose bandwidth term is nonconvex in b, MODEL.md (16))."""
     cfg = SystemConfig(K=K)
-    rng = np.random.default_rng([161, K, seed])
-    state, _ = random_round_state(cfg, rng)
-    al = RoundAllocator(cfg)
-    al.estimator = switching_update(switching_init(K, cfg.M), state.loss, state.grad_sq, 0)
-    sys_ = al.system(state)
+    sys_ = random_round_system(cfg, np.random.default_rng([161, K, seed]))
     if (a_scale, rho_scale) != (1.0, 1.0):
         sys_ = dataclasses.replace(sys_, a=sys_.a * a_scale, rho=sys_.rho * rho_scale)
     return cfg, sys_
