@@ -106,29 +106,41 @@ def inflections(w, a, c, lo, hi) -> tuple[np.ndarray, np.ndarray]:
         if sel.size:
             u = np.log(start[sel])
             kk, aa = k[sel], ai[sel]
-            # Newton until every step is tiny (100 steps at most). An iterate that a step
-            # leaves unchanged is a fixed point: it leaves the loop, with its (constant)
-            # step's verdict kept, so the rest iterate exactly as they would with it
-            act = np.arange(sel.size)
-            ua, ka, a_ = u, kk, aa
-            frozen_ok = True
-            for _ in range(100):
+            # Newton until every step is tiny (100 steps at most). The map u -> u − step is
+            # fixed per pair, so an iterate that comes back to its value one step (fixed
+            # point) or two steps (a 2-cycle, at the last ulp) earlier repeats forever: it
+            # leaves the loop with its verdicts kept by the parity of the step, and the
+            # others iterate exactly as they would with it
+            act, ua, ka, a_ = np.arange(sel.size), u, kk, aa
+            up = sp = None  # the active iterates one step back, and their verdicts
+            fixed_ok, cycle_ok = True, [True, True]
+            cycles = []  # (pairs, step found, the value after even steps, after odd)
+            last = 99
+            for it in range(100):
                 e = a_ * np.exp(ua)
                 step = (ka - 3.0 * ua + e) / (e - 3.0)
                 un = ua - step
                 small = np.abs(step) <= 1e-15 * (1.0 + np.abs(un))
-                if frozen_ok and np.all(small):
-                    u[act] = un
+                if fixed_ok and cycle_ok[it % 2] and np.all(small):
+                    last = it
                     break
                 fixed = un == ua
-                if fixed.any():
-                    frozen_ok &= bool(np.all(small[fixed]))
-                    u[act[fixed]] = un[fixed]
-                    moving = ~fixed
-                    act, un, ka, a_ = act[moving], un[moving], ka[moving], a_[moving]
-                ua = un
-            else:
-                u[act] = ua
+                two = (un == up) & ~fixed if up is not None else np.zeros_like(fixed)
+                if fixed.any() or two.any():
+                    if fixed.any():
+                        fixed_ok &= bool(np.all(small[fixed]))
+                        u[act[fixed]] = un[fixed]
+                    if two.any():
+                        cycle_ok[it % 2] &= bool(np.all(small[two]))
+                        cycle_ok[1 - it % 2] &= bool(np.all(sp[two]))
+                        cycles.append((act[two], it, un[two], ua[two]))
+                    moving = ~(fixed | two)
+                    act, un, ua, ka, a_, small = (act[moving], un[moving], ua[moving],
+                                                  ka[moving], a_[moving], small[moving])
+                up, sp, ua = ua, small, un
+            u[act] = un
+            for pairs, it, even, odd in cycles:
+                u[pairs] = even if (last - it) % 2 == 0 else odd
             r[sel] = np.exp(u)
         if side == 0:
             b1[idx] = r
