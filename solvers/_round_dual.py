@@ -93,7 +93,6 @@ def maximise_dual(data: UEData, const: float, floor: int, restr: Restriction,
     nu_max = 2.0 * (W_max + d_max + 1e-300) / lo_min
     mu_max = 0.0 if floor <= 0 else 2.0 * (d_max + W_max + c_max / lo_min + nu_max)
     box_hi = np.array([nu_max, mu_max])
-    sc = np.where(box_hi > 0, box_hi, 1.0)  # LP variables in units of the box
 
     pts: list[DualPoint] = []
 
@@ -108,27 +107,43 @@ def maximise_dual(data: UEData, const: float, floor: int, restr: Restriction,
     if best.grad[0] <= 0 and (floor <= 0 or best.grad[1] <= 0) and z0[0] == 0 and z0[1] == 0:
         return best, [(best, 1.0)]  # (0, 0) is a maximiser: both supergradients point inward
     weights = [(best, 1.0)]
+    dims = 2 if mu_max > 0 else 1
+    r = box_hi.copy()  # trust region: half widths around the best point
     for _ in range(max_iter):
-        # max t s.t. t <= value_i + g_i·(z − z_i), z in the box (scaled by sc)
-        A, rhs = [], []
-        for p in pts:
-            g = np.array(p.grad) * sc
-            A.append([-g[0], -g[1], 1.0])
-            rhs.append(p.value - g[0] * p.nu / sc[0] - g[1] * p.mu / sc[1])
-        bounds = [(0.0, 1.0), (0.0, 1.0 if mu_max > 0 else 0.0), (None, None)]
-        lp = linprog([0.0, 0.0, -1.0], A_ub=np.array(A), b_ub=np.array(rhs), bounds=bounds,
-                     method="highs")
+        # max t s.t. t <= value_i + g_i·(z − z_i) over the trust region, in coordinates
+        # u in [0, 1] of the region and t = best + s_t τ (HiGHS works to absolute tolerances)
+        z_b = np.array([best.nu, best.mu])
+        lo_B = np.maximum(0.0, z_b - r)
+        width = np.minimum(box_hi, z_b + r) - lo_B
+        width = np.where(width > 0, width, 1.0)
+        G = np.array([p.grad for p in pts])[:, :dims] * width[:dims]
+        s_t = max(float(np.max(np.abs(G))), 1e-300)
+        Z = np.array([[p.nu, p.mu] for p in pts])[:, :dims]
+        V = np.array([p.value for p in pts])
+        rhs = (V - best.value + np.sum(np.array([p.grad for p in pts])[:, :dims]
+                                       * (lo_B[:dims] - Z), axis=1)) / s_t
+        A = np.hstack([-G / s_t, np.ones((len(pts), 1))])
+        lp = linprog(np.r_[np.zeros(dims), -1.0], A_ub=A, b_ub=rhs,
+                     bounds=[(0.0, 1.0)] * dims + [(None, None)], method="highs")
         if lp.status != 0:
             break
-        model = -lp.fun
+        gain = -lp.fun * s_t  # the model's predicted increase over the best value
         duals = -np.asarray(lp.ineqlin.marginals)
         weights = [(pts[i], float(duals[i])) for i in np.flatnonzero(duals > 1e-12)]
-        if model - best.value <= rel_tol * scale:
+        if gain <= rel_tol * scale:
             break
-        z = lp.x[:2] * sc
-        if any(p.nu == z[0] and p.mu == z[1] for p in pts):
-            break  # the model's maximiser is a point already cut: the cuts are as good as they get
+        z = np.zeros(2)
+        z[:dims] = lo_B[:dims] + lp.x[:dims] * width[:dims]
+        if any(p.nu == z[0] and p.mu == z[1] for p in pts) or np.all(r <= 1e-13 * (np.abs(z_b) + 1e-300)):
+            break  # the cuts are as good as they get
         p = evaluate(z)
-        if p.value > best.value:
+        step = np.abs(z - z_b)
+        floor_r = 1e-6 * box_hi + 1e-15 * np.abs(z_b)
+        if p.value > best.value + 0.1 * gain:  # a good step: a region a few steps wide
+            best = p
+            r = np.clip(4.0 * step, floor_r, box_hi)
+        elif p.value <= best.value:  # the model overestimates here: a smaller region
+            r = np.maximum(np.minimum(0.5 * r, 2.0 * step), floor_r)
+        else:
             best = p
     return best, weights

@@ -61,11 +61,13 @@ class _Search:
         self.data = UEData.from_system(sys_, M_max)
         self.const = math.fsum((sys_.omega[:, None] * sys_.Gamma).ravel().tolist())
         self.root = Restriction.root(self.data, available)
+        self.x_given = None if x_given is None else np.asarray(x_given, bool)
         if x_given is not None:  # only the given subset (or none) for each UE
             allowed = np.zeros_like(self.root.allowed)
             code = {tuple(r): i for i, r in enumerate(self.data.subs.tolist())}
             for k, row in enumerate(np.asarray(x_given, bool).tolist()):
-                allowed[k, code[tuple(row)]] = True
+                if tuple(row) in code:  # a row over M_max breaks (7b): no subset allowed
+                    allowed[k, code[tuple(row)]] = True
             self.root = Restriction(allowed, self.root.s_lo, self.root.s_hi)
         self.best: tuple | None = None  # (objective, x, p, b)
         self.seen: set[bytes] = set()
@@ -273,8 +275,13 @@ def solve(sys_: RoundSystem, M_max: int, floor: int, available=None, x_given=Non
 
 
 def _floor_infeasible(s: _Search, floor: int) -> bool:
-    """Proof that no x meets the floor: the ``floor`` least b^min over the allowed pairs, at
-    most M_max per UE, already exceed the band (7d) (or there are fewer pairs than that)."""
+    """Proof that no x meets (7b), (7d) and the floor: some UE has no subset left (a given x
+    over M_max), or the ``floor`` least b^min over the allowed pairs, at most M_max per UE,
+    already exceed the band (or there are fewer pairs than that)."""
+    if not s.root.allowed.any(axis=1).all():
+        return True
+    if s.x_given is not None and math.fsum(s.sys.b_min[s.x_given].tolist()) > 1.0:
+        return True
     if floor <= 0:
         return False
     pair_ok = (s.root.allowed[:, 1:, None] & s.data.subs[None, 1:, :]).any(axis=1)

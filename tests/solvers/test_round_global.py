@@ -168,3 +168,15 @@ def test_auto_point_through_the_pyomo_statement(K, seed):
         body = pyo.value(c.body)
         assert c.lower is None or body >= pyo.value(c.lower) - 1e-12
         assert c.upper is None or body <= pyo.value(c.upper) + 1e-12
+
+
+def test_infeasible_rounds_are_proved_so():
+    """A given x over M_max (7b) and a floor beyond what the band (7d) can hold are
+    ``infeasible`` (a proof by counting), never ``error`` or a point."""
+    from fedopt.solvers.round import solve_round
+
+    cfg, sys_ = _system(3, 1)
+    sol = solve_round(sys_, cfg.M_max, method="auto", x=np.ones((3, 3), bool))
+    assert sol.status == "infeasible" and not np.isfinite(sol.objective)
+    sol = solve_round(sys_, cfg.M_max, method="auto", floor=7)  # > K·M_max = 6 pairs
+    assert sol.status == "infeasible"
