@@ -222,6 +222,12 @@ class LoraBackend:
         self.spec = task_spec(opts.task)
         self.num_labels = len(self.spec.labels)
         self.n_layers = int(self.encoder.config.num_hidden_layers)
+        positions = getattr(self.encoder.config, "max_position_embeddings", None)
+        if positions:  # RoBERTa's positions start after the padding index: two fewer
+            limit = int(positions) - (2 if self.encoder.config.model_type.endswith("roberta") else 0)
+            if opts.max_length > limit:
+                raise ConfigError(f"max_length: {opts.max_length} tokens exceed what {self.model_name} "
+                                  f"can encode ({limit} positions)")
         self.layers_attr, self.layers = find_layers(self.encoder, self.n_layers)
         self.layers_path = f"encoder.{self.layers_attr}"  # inside MeanPoolClassifier
         # shapes of every linear in the pristine blocks, before peft wraps any of them
