@@ -17,6 +17,16 @@ What the allocator needs is measured, not modelled: ``local_update`` returns eac
 training loss over its I local SGD steps and ||∇F_k(θ_0 + θ_m)||² at the start (the Γ of
 (7)), ``probe`` the loss ℓ_{k,m} and ||∇||² on a fixed probe batch of UE k without training
 (the Δ and Γ of (7)). ``evaluate`` scores the ensembles of (3).
+
+Device and precision (``device``, ``dtype``): the model, the prefix cache, the pair stacks and
+heads and the evaluation live on one device (``auto``: CUDA when torch sees one); only the
+module arrays cross to numpy, once per call. ``bfloat16``/``float16`` are autocast compute
+dtypes; weights, gradients, updates, the head, losses and ||∇||² stay fp32 (measured on the
+test encoder: updates within 2.1 % (bf16) and 0.9 % (fp16) of fp32, relative to their largest
+entry). Runs are seeded. On a CPU they repeat bit for bit; on CUDA, cuBLAS may reorder sums
+between runs (expect differences at fp32 rounding, ~1e-7 relative in fp32; the benchmark
+``benchmarks/lora_round.py`` measures them); bitwise repeats need
+``torch.use_deterministic_algorithms(True)``, which fedopt leaves to the user.
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
 """The fast path: cached frozen prefix + all (UE, module) pairs through one batched LoRA stack.
 
-Three things make a round cheap on a CPU:
+Three things make a round cheap, on a CPU or a GPU:
 
 - *Frozen-prefix caching.* LoRA sits on the top L blocks only, so the hidden states entering
   block n - L never change. They are computed once per example and kept unpadded in fp16
-  (:class:`PrefixCache`); each batch is padded only to its own longest sentence.
+  (:class:`PrefixCache`); each batch is padded only to its own longest sentence. With LoRA in
+  every block (L = n) the cache holds the embedding output: it still saves the embedding pass
+  and lets every batch be cut to its own length.
 - *Pair batching.* The P pairs of a call are stacked along the batch axis and run through one
   copy of the top blocks whose target linears are :class:`BatchedLoraLinear`: the frozen
   weight once, then a per-pair ``bmm`` with that pair's A (P, r, in) and B (P, out, r). Ranks
