@@ -828,13 +828,27 @@ class LoraBackend:
                 "cursor": self._cursor.copy(), "optim": optim}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`; a kept optimizer state that cannot be this run's (UE or
+        module out of range, unknown tensor, wrong shape, not finite) is a ValueError."""
+        optim = {}
+        for st in state.get("optim", []):
+            k, m, step = int(st["ue"]), int(st["module"]), int(st["step"])
+            if not (0 <= k < self.num_ues and step >= 1) or self.specs is not None and not \
+                    0 <= m < len(self.specs):
+                raise ValueError(f"optimizer state of UE {k}, module {m} (step {step}) is out of range")
+            entry: dict = {"step": step}
+            for name in ("exp_avg", "exp_avg_sq"):
+                entry[name] = {key: np.array(v, dtype=np.float32) for key, v in st[name].items()}
+                for key, v in entry[name].items():
+                    ref = self.init_params[m].get(key) if self.specs is not None else v
+                    if ref is None or v.shape != ref.shape or not np.isfinite(v).all():
+                        raise ValueError(f"optimizer state {name}[{key!r}] of UE {k}, module {m} "
+                                         f"does not fit the module")
+            optim[(k, m)] = entry
         self._rng.bit_generator.state = state["rng"]
         self._order = [np.asarray(o).copy() for o in state["order"]]
         self._cursor = np.asarray(state["cursor"]).copy()
-        self._optim = {(int(st["ue"]), int(st["module"])): {
-            "step": int(st["step"]),
-            **{name: {key: np.array(v, dtype=np.float32) for key, v in st[name].items()}
-               for name in ("exp_avg", "exp_avg_sq")}} for st in state.get("optim", [])}
+        self._optim = optim
 
     # --- saving a run -----------------------------------------------------------------------------
 

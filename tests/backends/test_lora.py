@@ -413,6 +413,11 @@ def test_adamw_kept_state_equals_one_optimizer_per_ue_and_module(path, bert, glu
             mine = got[t][list(rounds[t].ue).index(k)]
             for key in u:
                 np.testing.assert_allclose(mine[key], u[key], atol=1e-5, rtol=0, err_msg=f"{k} {t} {key}")
+    bad = keep.state_dict()
+    key = next(iter(bad["optim"][0]["exp_avg"]))
+    bad["optim"][0]["exp_avg"][key] = bad["optim"][0]["exp_avg"][key][:1]
+    with pytest.raises(ValueError, match="does not fit the module"):
+        keep.load_state_dict(bad)
     # with a kept state the third round differs from a fresh AdamW (UE 0 and 1), not for UE 2
     assert max(np.abs(got[2][0][key] - got_reset[2][0][key]).max() for key in got[2][0]) > 1e-3
     for key in got[2][2]:
