@@ -153,20 +153,26 @@ def run(args) -> int:
     return 0
 
 
-def _app_config(app: Path) -> Path | None:
-    """The fedopt config an app names in ``[tool.flwr.app.config] config`` (relative to it)."""
+def _app_run_config(app: Path) -> dict:
+    """The run config an app declares (``[tool.flwr.app.config]`` of its pyproject.toml)."""
     try:
         import tomllib
     except ImportError:  # Python 3.10
         import tomli as tomllib
 
     data = tomllib.loads((app / "pyproject.toml").read_text(encoding="utf-8"))
-    name = data.get("tool", {}).get("flwr", {}).get("app", {}).get("config", {}).get("config")
-    return app / name if name else None
+    return data.get("tool", {}).get("flwr", {}).get("app", {}).get("config", {})
+
+
+FEDOPT_APP_KEYS = ("config", "set", "out")  # the run config of a fedopt-config app
 
 
 def deploy(args) -> int:
-    """``fedopt flower deploy``: the app on a loopback SuperLink and ``--nodes`` SuperNodes."""
+    """``fedopt flower deploy``: the app on a loopback SuperLink and ``--nodes`` SuperNodes.
+
+    An app whose run config has ``config``, ``set`` and ``out`` (experiments/flower) runs the
+    fedopt config with K = nodes and writes its results; any other app (e.g.
+    experiments/flower/mlp) just runs, with ``--nodes`` SuperNodes."""
     import shutil
     import tempfile
     import time
@@ -179,7 +185,16 @@ def deploy(args) -> int:
     app = Path(args.app)
     if not (app / "pyproject.toml").is_file():
         raise ConfigError(f"--app: '{app}' is not a Flower App folder (no pyproject.toml)")
-    config = Path(args.config) if args.config else _app_config(app)
+    declared = _app_run_config(app)
+    fedopt_app = all(k in declared for k in FEDOPT_APP_KEYS)
+    if not fedopt_app:
+        if args.config or args.overrides or args.compare:
+            raise ConfigError(f"--app: '{app}' has no fedopt run config ({', '.join(FEDOPT_APP_KEYS)} "
+                              f"in [tool.flwr.app.config]); --config, --set and --compare need one")
+        if args.nodes is None:
+            raise ConfigError(f"--nodes: needed for '{app}' (it has no fedopt config to read K from)")
+    config = Path(args.config) if args.config else (
+        app / declared["config"] if fedopt_app and declared["config"] else None)
     if config is not None and not config.is_file():
         raise ConfigError(f"--config: file '{config}' does not exist")
     overrides = list(args.overrides)
@@ -194,28 +209,32 @@ def deploy(args) -> int:
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="fedopt-deploy-"))
     out.mkdir(parents=True, exist_ok=True)
     run_config = {"config": str(config.resolve()) if config else "", "set": ";".join(overrides),
-                  "out": str(out.resolve())}
+                  "out": str(out.resolve())} if fedopt_app else {}
     t0 = time.perf_counter()
     fed = LocalFederation(nodes, keep=True)  # its FLWR_HOME is removed below, after the logs
+    rows: list = []
     try:
         with fed:
             t1 = time.perf_counter()
             fed.run(app, run_config, timeout=args.timeout)
             t2 = time.perf_counter()
-        rows = read_rows(out)
-        summary = json.loads((out / "summary.json").read_text())
-        params = read_params(out)
+        if fedopt_app:
+            rows = read_rows(out)
+            summary = json.loads((out / "summary.json").read_text())
+            params = read_params(out)
     finally:
         if args.out and fed.logs.exists():  # the processes' logs beside the results
             shutil.copytree(fed.logs, out / "logs", dirs_exist_ok=True)
         shutil.rmtree(fed.home, ignore_errors=True)
     wall = time.perf_counter() - t0
-    T = len(rows)
-    lines = [f"Flower deployment: {nodes} SuperNodes on 127.0.0.1, {T} rounds, policy {cfg.policy}"]
-    lines += [f"round {int(r['round'])}: energy {r['energy']:.4g} J, participation "
-              f"{r['participation']:.2f}, received {int(r['received'])}/{int(r['subscriptions'])}, "
-              f"ensemble loss {r['loss']:.4f}" for r in rows]
-    steady = summary.get("seconds_per_round_steady")
+    lines = [f"Flower deployment: {nodes} SuperNodes on 127.0.0.1, app {app}"]
+    steady = None
+    if fedopt_app:
+        lines[0] += f", {len(rows)} rounds, policy {cfg.policy}"
+        lines += [f"round {int(r['round'])}: energy {r['energy']:.4g} J, participation "
+                  f"{r['participation']:.2f}, received {int(r['received'])}/{int(r['subscriptions'])}, "
+                  f"ensemble loss {r['loss']:.4f}" for r in rows]
+        steady = summary.get("seconds_per_round_steady")
     lines.append(f"wall time {wall:.1f} s (federation start {t1 - t0:.1f} s, flwr run "
                  f"{t2 - t1:.1f} s" + (f", {steady:.2f} s per round from round 2)" if steady else ")"))
     if args.compare:
@@ -226,7 +245,8 @@ def deploy(args) -> int:
         lines.append(f"fedopt simulate on the same config: {rt['seconds']:.3f} s; "
                      f"max |θ_deploy − θ_simulate| = {diff:.3g}")
     if args.out:
-        lines.append(f"results in {out}/ (config.yaml, metrics.csv, summary.json, params.npz, logs/)")
+        lines.append(f"results in {out}/ (" + ("config.yaml, metrics.csv, summary.json, "
+                     "params.npz, schedule.json, " if fedopt_app else "") + "logs/)")
     else:
         shutil.rmtree(out, ignore_errors=True)
     print("\n".join(lines))

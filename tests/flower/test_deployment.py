@@ -118,3 +118,21 @@ def test_a_supernode_killed_mid_round_is_counted_and_skipped_until_it_returns(tm
     assert rows[1]["error_replies"] >= 1  # the SuperLink's NODE_UNAVAILABLE, matched and counted
     new_log = (fed.logs / "supernode-2.log").read_text(errors="replace")
     assert "Receiving: query message" in new_log  # back: asked for its properties again
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--app", "experiments/flower/mlp", "--set", "K=3"], "no fedopt run config"),
+    (["--app", "experiments/flower/mlp"], "--nodes: needed"),
+    (["--app", "tests"], "not a Flower App"),
+    (["--set", "rounds=2;K=3"], "may not contain ';'"),
+])
+def test_deploy_refuses_bad_requests_in_one_line_before_starting_anything(argv, says, capsys,
+                                                                         monkeypatch):
+    """Exit code 2 and one line, before any process starts."""
+    from fedopt.cli import main
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(LocalFederation, "start", lambda self: pytest.fail("started"))
+    assert main(["flower", "deploy", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0]
