@@ -66,6 +66,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     d.add_argument("--overwrite", action="store_true", help="replace the run already in --out DIR")
     d.add_argument("--timeout", type=positive_float, default=900.0, metavar="S",
                    help="seconds the run may take before it is stopped (default 900)")
+    d.add_argument("--scheme", metavar="NAME",
+                   help="run a baseline (fedlora, full, hetlora, flexlora, greedy, ...; "
+                        "fedopt.baselines) instead of the config's own scheme")
     d.add_argument("--compare", action="store_true",
                    help="also run fedopt simulate on the same config and compare")
 
@@ -187,6 +190,12 @@ def deploy(args) -> int:
         raise ConfigError(f"--app: '{app}' is not a Flower App folder (no pyproject.toml)")
     declared = _app_run_config(app)
     fedopt_app = all(k in declared for k in FEDOPT_APP_KEYS)
+    if args.scheme is not None:
+        from ..baselines import get_scheme
+
+        get_scheme(args.scheme)  # a bad name is one line
+        if "scheme" not in declared:
+            raise ConfigError(f"--scheme: '{app}' declares no 'scheme' in its run config")
     if not fedopt_app:
         if args.config or args.overrides or args.compare:
             raise ConfigError(f"--app: '{app}' has no fedopt run config ({', '.join(FEDOPT_APP_KEYS)} "
@@ -210,6 +219,8 @@ def deploy(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     run_config = {"config": str(config.resolve()) if config else "", "set": ";".join(overrides),
                   "out": str(out.resolve())} if fedopt_app else {}
+    if args.scheme is not None:
+        run_config["scheme"] = args.scheme
     t0 = time.perf_counter()
     fed = LocalFederation(nodes, keep=True)  # its FLWR_HOME is removed below, after the logs
     rows: list = []
@@ -240,7 +251,7 @@ def deploy(args) -> int:
     if args.compare:
         from ..flower.sim import compare_params, run_runtime
 
-        rt = run_runtime(cfg)
+        rt = run_runtime(cfg, args.scheme)
         diff = compare_params(params, rt["simulation"].params)
         lines.append(f"fedopt simulate on the same config: {rt['seconds']:.3f} s; "
                      f"max |θ_deploy − θ_simulate| = {diff:.3g}")

@@ -372,15 +372,21 @@ class FedOptStrategy(Strategy, EngineDriver):
         """The probe measurements of the evaluate replies (NaN where not answered); a node
         that did not answer is gone, as after a probe query."""
         _, loss, gsq, mask = self._early
-        dst = self._destinations(self._eval_sent)
         asked = {self.nodes.node_of_ue[int(k)] for k in np.flatnonzero(mask.any(axis=1))}
-        answered = {dst.get(m.metadata.reply_to_message_id) for m in replies if self._up(m)}
-        self.gone |= asked - answered
+        self._read_probes(replies, self._eval_sent, asked, PROBE_KEY, loss, gsq)
+
+    def _read_probes(self, replies: list[Message], sent: list[Message], asked: set[int],
+                     key: str, loss: np.ndarray, gsq: np.ndarray) -> None:
+        """Probe measurements (record ``key`` of each reply) into (loss, ‖∇‖²), NaN where not
+        answered (the allocator keeps its last estimate); a node asked that did not answer is
+        gone from this round on."""
+        dst = self._destinations(sent)
+        self.gone |= asked - {dst.get(m.metadata.reply_to_message_id) for m in replies if self._up(m)}
         for msg in replies:
             k = self.nodes.ue_of_node.get(dst.get(msg.metadata.reply_to_message_id))
-            if k is None or msg.has_error() or PROBE_KEY not in msg.content:
-                continue  # not measured: the allocator keeps its last estimate
-            r = read_reply_metrics(msg.content[PROBE_KEY])
+            if k is None or msg.has_error() or key not in msg.content:
+                continue
+            r = read_reply_metrics(msg.content[key])
             loss[k, r["modules"]] = r["loss"]
             gsq[k, r["modules"]] = r["grad_sq"]
 
@@ -579,16 +585,8 @@ class FedOptStrategy(Strategy, EngineDriver):
             msgs.append(Message(content, dst_node_id=self.nodes.node_of_ue[int(k)],
                                 message_type=MessageType.QUERY))
         replies = list(grid.send_and_receive(msgs, timeout=self.query_timeout))
-        dst = self._destinations(msgs)
-        answered = {dst.get(m.metadata.reply_to_message_id) for m in replies if self._up(m)}
-        self.gone |= set(dst.values()) - answered  # unavailable from this round on
-        for msg in replies:
-            k = self.nodes.ue_of_node.get(dst.get(msg.metadata.reply_to_message_id))
-            if k is None or msg.has_error() or METRICS_KEY not in msg.content:
-                continue  # not measured: the allocator keeps its last estimate
-            r = read_reply_metrics(msg.content[METRICS_KEY])
-            loss[k, r["modules"]] = r["loss"]
-            gsq[k, r["modules"]] = r["grad_sq"]
+        asked = {int(m.metadata.dst_node_id) for m in msgs}
+        self._read_probes(replies, msgs, asked, METRICS_KEY, loss, gsq)
         return loss, gsq
 
     def build_messages(self, server_round: int, plan: RoundPlan,

@@ -136,3 +136,25 @@ def test_deploy_refuses_bad_requests_in_one_line_before_starting_anything(argv, 
     assert main(["flower", "deploy", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and says in err[0]
+
+
+@pytest.mark.slow
+def test_every_baseline_in_deployment_equals_fedopt_simulate(tmp_path):
+    """The baselines in Flower's Deployment Engine (2 SuperNodes, 2 rounds, one federation):
+    each ends with fedopt simulate's modules and rows to 1e-12 (the CI version runs Algorithm 2
+    above; tests/flower/test_parity.py runs every scheme in-process)."""
+    from fedopt.flower.sim import run_runtime
+
+    sets = ["K=2", "rounds=2"]
+    run = RunConfig.load(str(EXAMPLE), sets)
+    with LocalFederation(2, home=tmp_path / "flwr") as fed:
+        for scheme in ("fedlora", "full", "hetlora", "flexlora"):
+            out = tmp_path / scheme
+            fed.run(APP, {"config": str(EXAMPLE), "set": ";".join(sets), "out": str(out),
+                          "scheme": scheme}, timeout=600)
+            rt = run_runtime(run, scheme)
+            assert compare_params(read_params(out), rt["simulation"].params) <= 1e-12, scheme
+            for ours, theirs in zip(read_rows(out), rt["simulation"].rows, strict=True):
+                assert ours["received"] == theirs["received"], scheme
+                assert ours["energy"] == pytest.approx(theirs["energy"], rel=1e-12), scheme
+                assert ours["loss"] == pytest.approx(theirs["loss"], rel=1e-12), scheme

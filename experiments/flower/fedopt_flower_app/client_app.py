@@ -1,9 +1,15 @@
 """The ClientApp: node ``partition-id`` is UE k; it trains the modules the strategy sends."""
 
-from pathlib import Path
+from flwr.app import Context
 
-from fedopt.flower.sim import client_app_from_context
+from fedopt.flower.client import FedOptClient, make_client_app
+from fedopt.flower.sim import client_fn_for
 
-HERE = Path(__file__).resolve().parents[1]
+from .run import run_of
 
-app = client_app_from_context(root=HERE)
+
+def client_fn(context: Context) -> FedOptClient:
+    return client_fn_for(run_of(context)[0])(context)
+
+
+app = make_client_app(client_fn)

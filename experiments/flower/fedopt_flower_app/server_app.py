@@ -3,7 +3,8 @@
 Run config (``[tool.flwr.app.config]``): ``config`` (the fedopt YAML, relative to the app),
 ``set`` ("key=value;key=value" overrides), ``out`` (a folder for config.yaml, metrics.csv,
 summary.json, params.npz and schedule.json, x per round; empty: print only), ``fold-probes`` and ``poll-interval`` (the
-strategy's exchange settings).
+strategy's exchange settings) and ``scheme`` (a baseline of fedopt.baselines instead of the
+config's own scheme; empty: the config's).
 """
 
 import json
@@ -16,9 +17,9 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedopt.flower.records import pack_modules, unpack_modules
 from fedopt.flower.results import summarize, write_results
-from fedopt.flower.sim import build_run, flower_rows, make_strategy, run_config_from_context
+from fedopt.flower.sim import build_run, flower_rows, make_strategy
 
-HERE = Path(__file__).resolve().parents[1]  # the app folder: relative config paths start here
+from .run import run_of
 
 app = ServerApp()
 
@@ -26,8 +27,8 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     t0 = time.perf_counter()
-    run = run_config_from_context(context, root=HERE)
-    setup = build_run(run)  # population (the server's channel model), θ^0, seed streams
+    run, rule = run_of(context)
+    setup = build_run(run, rule)  # population (the server's channel model), θ^0, seed streams
     rc = context.run_config
     strategy = make_strategy(setup, min_available_nodes=run.system.K,  # one node per UE
                              fold_probes=bool(rc.get("fold-probes", True)),
