@@ -54,36 +54,24 @@ class _Data:
 
     def at(self, k: np.ndarray | None, s: np.ndarray):
         """Quantities at points s (n,) of UEs k (n,) (None: all, in order): X, Y, X' (M, n),
-        Ce, F, D (n,)."""
+        Ce, F, D (n,), views of :meth:`points`."""
+        E = self.points(k, s)
+        S, CE, FF, DD, X_, Y_, XP = _rows(self.WT.shape[0])
+        return E[X_], E[Y_], E[XP], E[CE], E[FF], E[DD]
+
+    def points(self, k: np.ndarray | None, s: np.ndarray, out: np.ndarray | None = None,
+               exps: list | None = None) -> np.ndarray:
+        """s, Ce, F, D, X, Y, X' at points s (n,) of UEs k (n,) (None: all, in order) packed
+        into one array (R, n) (rows of :func:`_rows`), in ``out`` if given. ``exps``:
+        e^{−s}, e^{−γs}, e^s if known."""
+        M = self.WT.shape[0]
+        S, CE, FF, DD, X_, Y_, XP = _rows(M)
+        E = np.empty((4 + 3 * M, s.size)) if out is None else out
         if k is None:
             W, A, kap, C = self.WT, self.AT, self.kappa, self.C
         else:
             W, A = self.WT.take(k, axis=1), self.AT.take(k, axis=1)
             kap, C = self.kappa[k], self.C[k]
-        t1 = np.exp(-s)
-        t2 = np.exp(-self.g * s)
-        with np.errstate(over="ignore"):  # A/p = inf is q = 0, exactly right
-            At1 = A * t1
-            kt2 = kap * t2
-        em = np.expm1(-(At1 + kt2))  # q − 1, accurate when u is small
-        Y = 1.0 + em
-        X = At1 + self.g * kt2
-        Xp = -At1 - (self.g * self.g) * kt2
-        Ce = C * np.exp(s)
-        F = Ce - np.sum(W * em, axis=0)
-        D = Ce - np.sum(W * X * Y, axis=0)
-        return X, Y, Xp, Ce, F, D
-
-    def points(self, k: np.ndarray, s: np.ndarray, out: np.ndarray | None = None,
-               exps: list | None = None) -> np.ndarray:
-        """:meth:`at` packed into one array (R, n) (rows of :func:`_rows`), in ``out`` if
-        given; the same operations, so the same values. ``exps``: e^{−s}, e^{−γs}, e^s if
-        known."""
-        M = self.WT.shape[0]
-        S, CE, FF, DD, X_, Y_, XP = _rows(M)
-        E = np.empty((4 + 3 * M, s.size)) if out is None else out
-        W, A = self.WT.take(k, axis=1), self.AT.take(k, axis=1)
-        kap = self.kappa[k]
         t1, t2, es = exps if exps is not None else (np.exp(-s), np.exp(-self.g * s), None)
         with np.errstate(over="ignore"):  # A/p = inf is q = 0, exactly right
             At1 = A * t1
@@ -94,7 +82,7 @@ class _Data:
         np.add(At1, self.g * kt2, out=X)
         np.subtract(-At1, (self.g * self.g) * kt2, out=E[XP])
         E[S] = s
-        Ce = np.multiply(self.C[k], np.exp(s) if es is None else es, out=E[CE])
+        Ce = np.multiply(C, np.exp(s) if es is None else es, out=E[CE])
         np.subtract(Ce, np.sum(W * em, axis=0), out=E[FF])
         np.subtract(Ce, np.sum(W * X * Y, axis=0), out=E[DD])
         return E
