@@ -2,7 +2,7 @@
 over the switching, BCD inside (``solve_round(..., method="joint")``), and the repair of a
 switching whose bandwidth floors exceed the band. Ours; a heuristic, checked against SCIP.
 
-Moved here from ``fedopt/allocator.py`` unchanged.
+Moved here from ``fedopt/allocator.py``; :func:`repair` vectorised since (the same answers).
 """
 
 from __future__ import annotations
