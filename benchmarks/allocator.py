@@ -14,14 +14,13 @@
    ``fedopt_base``) on the same states, alternating before/after round by round in this
    process, and checks that both return the same Allocations.
    Measured (``--only-scale --baseline 9cfede7``, 3 rounds; identical Allocations in every
-   round). A quiet 16-core host (the same alternation, 9cfede7's package copied there; wall =
-   cpu): K = 1e4 0.169 -> 0.108 s (5 rounds: 0.159 ->
-   0.081 s), round 0 0.32 -> 0.19 s; K = 1e5 2.13 -> 1.08 s, round 0 3.40 -> 1.90 s. This
-   2-core container at load 13 (cpu times; wall was 4x cpu): K = 1e4 0.263 -> 0.151 s,
-   K = 1e5 3.33 -> 1.64 s. Both goals are still missed on the 3-round median (the round with
-   the most pairs sets it). Where the time goes (quiet host, K = 1e5, 80 000 pairs): BCD's
-   escape grid 28% (17 x 17 exponentials per pair, once per round), the certified power
-   solves (21) 27%, the bandwidth solves (16) 25%, the rest in the allocator's own pricing.
+   round). This 2-core container at load 7-10 (cpu times; wall was 2-4x cpu): K = 1e4
+   0.265 -> 0.150 s, K = 1e5 3.40 -> 1.54 s. An idle 16-core host (the same alternation,
+   9cfede7's package copied there; wall = cpu; its speed varied by up to 40% between runs):
+   K = 1e4 0.17-0.21 -> 0.11-0.13 s, K = 1e5 2.1-3.0 -> 1.1-1.5 s. Both goals are still
+   missed on the 3-round median (the round with the most pairs sets it); at K = 1e5 that
+   round's time is, in about equal parts, BCD's escape grid (17 x 17 exponentials per pair,
+   once per round), the certified power solves (21) and the bandwidth solves (16).
 3. SCIP's MINLP (7) on K = 3, 5, 8, ... until it stops proving optimality on every one of
    ``--scip-instances`` instances within ``--scip-limit`` s; at the largest K it solved, the
    ratio of SCIP's time to the allocator's joint per-round mode and to ``allocate``.
