@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -296,14 +296,11 @@ def run_app(app: str | Path, run_config: Mapping[str, Any], *, home: Path, timeo
         except subprocess.TimeoutExpired:
             LocalFederation._end(proc, signal.SIGKILL)
             raise DeploymentError(f"flwr run did not finish in {timeout:g} s (log: {log})") from None
+        except BaseException:  # Ctrl-C: never leave it running
+            LocalFederation._end(proc, signal.SIGKILL)
+            raise
     text = log.read_text(errors="replace")
     if rc != 0 or any(m in text for m in FAILED):  # flwr run exits 0 when the ServerApp fails
         raise DeploymentError(f"the run failed (flwr run exit code {rc}; log: {log}): "
                               f"{_tail(log, 3)}")
     return subprocess.CompletedProcess(cmd, rc)
-
-
-@contextlib.contextmanager
-def local_federation(nodes: int, **kwargs: Any) -> Iterator[LocalFederation]:
-    with LocalFederation(nodes, **kwargs) as fed:
-        yield fed
