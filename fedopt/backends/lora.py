@@ -396,7 +396,10 @@ class LoraBackend:
             fast = self._fast_logits(data, [idx], [m], [params])[0]
             ref = self._ref_logits(data, idx, m, params)
         err = float((fast - ref).abs().max())
-        tol = 1e-3 if self.options.eval_cache_dtype == "float32" else 5e-2
+        # fp32 end to end: 1e-3; a half-precision cache or compute dtype (autocast) rounds the
+        # two paths differently (measured 1.6e-3 on an H200 in bf16), so 5e-2 there.
+        exact = self.options.eval_cache_dtype == "float32" and self.options.dtype == "float32"
+        tol = 1e-3 if exact else 5e-2
         if err > tol:
             raise ConfigError(f"lora.path: the fast path does not reproduce {self.model_name} "
                               f"(max logit error {err:.2g}); use lora_path: reference")
