@@ -22,7 +22,7 @@ Measured (commit 06d6460, 2 cores shared, load 10-15; docs/RESULTS.md, "Per-roun
 problem (7)"): ``agree`` 240/240 certified, |auto − SCIP| <= 5.6e-7 where SCIP proved
 optimality, auto never worse than SCIP by more than 4.5e-10, SCIP/auto median time 1.5× at
 K = 2 (the largest K SCIP proves on every instance) to 2.8× at K = 5; ``scale`` K = 100:
-50/50 certified <= 1e-6, median 2.8 s, max 12.8 s; ``timing`` K = 300 (β = 0.2): 3/5
+50/50 certified <= 1e-6, median 1.25 s, max 6.7 s (load 5-6; 2.8 s and 12.8 s at load 11-15); ``timing`` K = 300 (β = 0.2): 3/5
 certified, median 111 s, two at the 120 s limit with gaps 5.1e-5 and 5.6e-6.
 """
 
