@@ -27,8 +27,10 @@ def test_validate_round_small_run(tmp_path, capsys):
     assert main(["validate", "round", "--K", "2", "--instances", "1", "--time-limit", "5",
                  "--out", str(out)]) == 0
     row = next(csv.DictReader(open(out / "validate_round.csv")))
-    assert float(row["gap_given"]) <= 1e-5 and float(row["gap_joint"]) <= 1e-2
-    assert "largest K that SCIP solved" in capsys.readouterr().out
+    # against the certified reference (auto): BCD given x, the joint mode with x free
+    assert float(row["gap_bcd"]) <= 1e-5 and float(row["gap_joint"]) <= 1e-2
+    assert row["auto_status"] == "optimal" and float(row["auto_gap"]) <= 1e-6
+    assert "reference: solve_round(method='auto')" in capsys.readouterr().out
 
 
 def test_validate_bad_inputs_exit_2(tmp_path, capsys):
