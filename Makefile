@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
 
-.PHONY: run test lint install clean bench
+.PHONY: run test test-slow lint install clean bench
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# also the slow end-to-end tests (Flower deployments, Ray, long solver sweeps)
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q --run-slow
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

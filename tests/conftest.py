@@ -62,3 +62,21 @@ def tiny_glue(tmp_path_factory) -> Path:
 def tiny_bert(tmp_path_factory) -> Path:
     pytest.importorskip("peft")
     return tiny_model(tmp_path_factory.mktemp("bert"), "bert")
+
+
+# Slow end-to-end tests (real Flower deployments, Ray, long solver sweeps) run on request:
+# `pytest --run-slow` or FEDOPT_RUN_SLOW=1 (`make test-slow`). Each has a fast version that
+# `make test` and CI run.
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import os
+
+    if config.getoption("--run-slow") or os.environ.get("FEDOPT_RUN_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow end-to-end test: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
