@@ -557,8 +557,9 @@ class LoraBackend:
         pair's slice of the gradient is its own gradient."""
         import torch.nn.functional as F
 
-        stacks = leaves.stacks()
         for group in groups:
+            # the concatenation of the leaf groups afresh for each pass: a backward frees its graph
+            stacks = leaves.stacks()
             logits = self._fast_forward(self.train, [rows[i] for i in group], stacks.select(group))
             y = self._labels(self.train, np.stack([rows[i] for i in group]))
             lg = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),

@@ -376,11 +376,18 @@ def _manual_adamw(be, spec, params, rows_per_round, lr, opt_kw):
     return out
 
 
-@pytest.mark.parametrize("path", ["fast", "reference"])
-def test_adamw_kept_state_equals_one_optimizer_per_ue_and_module(path, bert, glue):
+@pytest.mark.parametrize("path,split", [("fast", False), ("fast", True), ("reference", False)])
+def test_adamw_kept_state_equals_one_optimizer_per_ue_and_module(path, split, bert, glue, monkeypatch):
     """optimizer_state: keep carries each (UE, module)'s AdamW state across local updates
-    (also through state_dict), and pairs with different step counts share a batched pass."""
+    (also through state_dict), and pairs with different step counts share a batched pass;
+    ``split`` forces one padding group per pair (long QNLI pairs do that), so several
+    backward passes run through the leaf groups of one step."""
     from fedopt import safestate
+    from fedopt.backends import lora_batched
+
+    if split:
+        monkeypatch.setattr(lora_batched, "plan_groups",
+                            lambda lengths, rows, overhead=256: [[i] for i in range(len(lengths))])
 
     lr, steps = 1e-2, [2, 3, 2]
     opt_kw = dict(betas=(0.8, 0.99), eps=1e-6, weight_decay=0.05)
