@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from pathlib import Path
 
 import mpmath
@@ -159,7 +158,8 @@ def test_reference_bounds_valid_on_every_family():
 
 def test_regression_instances_hold():
     """Both regression instances of issue 14: no violation, objective <= the reference
-    + 1e-9 relative, and the identical-UE instance certified in < 0.1 s."""
+    + 1e-9 relative, and the identical-UE instance certified in a handful of B&B nodes (it took
+    376 before identical pairs were ordered; node counts, not wall time, so load cannot fail it)."""
     for path in sorted(REGRESSIONS.glob("bandwidth_*.json")):
         inst = load_instance(path)
         known = json.loads(path.read_text())["reference"]["reference_objective"]
@@ -169,9 +169,8 @@ def test_regression_instances_hold():
         assert row["status"] == "optimal"
         assert row["exact_objective"] <= min(known, row["reference"]) + 1e-9 * abs(known)
     inst = load_instance(REGRESSIONS / "bandwidth_identical_ues_k8.json")
-    t0 = time.perf_counter()
     sol = solve_bandwidth(inst, "auto")
-    assert sol.status == "optimal" and time.perf_counter() - t0 < 0.1
+    assert sol.status == "optimal" and sol.iterations <= 8
 
 
 def _bandwidth_sweep(per_family: int, first_seed: int, grid: int) -> list[str]:
