@@ -208,8 +208,9 @@ def test_large_instance_certified():
     assert inst.violation(sol.x) == 0.0
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("seed", range(40))
+# 8 seeds in every run, the other 32 with --run-slow
+@pytest.mark.parametrize("seed", [s if s < 8 else pytest.param(s, marks=pytest.mark.slow)
+                                  for s in range(40)])
 def test_auto_vs_scip_many(seed):
     inst = random_bandwidth(3 + seed % 4, "noise-limited", 1000 + seed)
     auto = solve_bandwidth(inst, "auto")
