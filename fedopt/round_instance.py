@@ -54,17 +54,13 @@ def _vector(name: str, value: Any, n: int | None, of: str) -> np.ndarray:
 
 
 def _number(where: str, v: Any, allow_null: bool = False) -> float:
+    """One array entry: a finite number >= 0 (null = inf where ``allow_null``)."""
     if v is None and allow_null:
         return math.inf
     if not _is_number(v):
         raise InstanceError(f"'{where}' is {v!r}; every value must be a number"
                             + (" or null" if allow_null else ""))
-    try:
-        f = float(v)
-    except OverflowError:
-        raise InstanceError(f"'{where}' = {v!r} is too large") from None
-    if not math.isfinite(f):
-        raise InstanceError(f"'{where}' is {f}; every value must be finite")
+    f = _scalar(where, v)  # too large or not finite: one line
     if f < 0:
         raise InstanceError(f"'{where}' = {f:g} is negative; it must be >= 0")
     return f

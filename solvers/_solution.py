@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Solution", "STATUSES", "TINY", "TOLERANCES", "certify", "check_options", "quiet",
+__all__ = ["RoundPoint", "Solution", "STATUSES", "TINY", "TOLERANCES", "certify", "check_options", "quiet",
            "refuted", "relative_gap"]
 
 #: The status vocabulary shared by all methods.
@@ -111,6 +111,19 @@ def certify(objective: float, bound: float | None, rounding: float, scale: float
 
 
 @dataclass(frozen=True)
+class RoundPoint:
+    """One round's decision, the ``x`` of a round :class:`Solution` (``solve_round``).
+
+    x (K, M) int8 in {0, 1}; p (K,) [W] in [P_min, P_max] (a UE with no scheduled pair keeps
+    its start value, which does not enter (7)); b (K, M) bandwidth fractions, 0 where x = 0.
+    """
+
+    x: np.ndarray
+    p: np.ndarray
+    b: np.ndarray
+
+
+@dataclass(frozen=True)
 class Solution:
     """Result of a bandwidth (16), power (21) or round (7) solve, in the spirit of ``OptimizeResult``.
 
@@ -167,7 +180,7 @@ class Solution:
 
         A round solution's x (a :class:`~fedopt.solvers.round.RoundPoint`) is the object
         ``{"x": K×M 0/1, "p": (K,), "b": K×M}`` of nested lists."""
-        if all(hasattr(self.x, k) for k in ("x", "p", "b")):  # a RoundPoint (no import cycle)
+        if isinstance(self.x, RoundPoint):
             xs = {"x": np.asarray(self.x.x, dtype=int).tolist(),
                   "p": np.asarray(self.x.p, dtype=float).tolist(),
                   "b": np.asarray(self.x.b, dtype=float).tolist()}

@@ -53,7 +53,7 @@ def _system_state(n: int, rng: np.random.Generator):
     from ..population import draw_population
 
     cfg = SystemConfig()
-    m_max = min(cfg.M_max, cfg.M) if hasattr(cfg, "M_max") else 2
+    m_max = min(cfg.M_max, cfg.M)
     for _ in range(100):
         k_ues = max(cfg.K, math.ceil(n / max(m_max, 1)))
         pop = draw_population(cfg.replace(K=k_ues), rng)

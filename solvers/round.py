@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -41,7 +40,7 @@ from ..costs import RoundSystem
 from ..errors import InstanceError
 from ._round_bcd import RoundOptions, bcd
 from ._round_joint import joint, repair
-from ._solution import Solution, certify, quiet
+from ._solution import RoundPoint, Solution, certify, quiet
 
 __all__ = ["ROUND_METHODS", "RoundPoint", "solve_round", "repair_switching"]
 
@@ -50,19 +49,6 @@ ROUND_METHODS = ("auto", "bcd", "joint", "scip")
 
 #: Drop scheduled pairs until Σ b^min ≤ budget (7d): ``repair_switching(x, b_min, costs)``.
 repair_switching = repair
-
-
-@dataclass(frozen=True)
-class RoundPoint:
-    """One round's decision, the ``x`` of a round :class:`Solution`.
-
-    x (K, M) int8 in {0, 1}; p (K,) [W] in [P_min, P_max] (a UE with no scheduled pair keeps
-    its start value, which does not enter (7)); b (K, M) bandwidth fractions, 0 where x = 0.
-    """
-
-    x: np.ndarray
-    p: np.ndarray
-    b: np.ndarray
 
 
 @quiet
