@@ -195,7 +195,8 @@ def test_bad_inputs_are_one_line_errors():
 
 
 def test_plug_in_example_runs():
-    """The README's ten-line example (docs/notes-online.md)."""
+    """The README's ten-line example ("Plugging fedopt into your own FL system"; the choices
+    behind it: MODEL-NOTES.md, "Online layer and round allocator")."""
     import numpy as np
 
     from fedopt import RoundAllocator, RoundState, SystemConfig

@@ -7,12 +7,12 @@ regularised Lagrangian (10) L^t(x, λ) = ⟨u^t, x⟩ + λ g^t(x) − (δ η_λ 
 - (12) primal step  x̃ ← Π_𝒳[x̃ − η_x (u − λ 1)]   (exact capped-simplex projection)
 - the played x is a systematic rounding of x̃ (E[x] = x̃, 1ᵀx ≤ M_max).
 
-Ordering (ours, see docs/notes-online.md): each call first applies the dual step (11) for the
-previous round's x̃, then the primal step (12) with the freshest cost available when x^t is
-decided — the allocator builds it from the last round's outcome, which is MODEL.md's "u^t
-stands in for u^{t+1}" — and rounds. Costs are divided by a running per-UE scale so that
-η_x, η_λ and δ are dimensionless. The optional energy budget Ē adds a second multiplier μ
-with g_E = (E_k − Ē)/Ē on the played energy.
+Ordering (ours, see MODEL-NOTES.md, "primal_dual, (10)-(12)"): each call first applies the
+dual step (11) for the previous round's x̃, then the primal step (12) with the freshest cost
+available when x^t is decided — the allocator builds it from the last round's outcome, which
+is MODEL.md's "u^t stands in for u^{t+1}" — and rounds. Costs are divided by a running per-UE
+scale so that η_x, η_λ and δ are dimensionless. The optional energy budget Ē adds a second
+multiplier μ with g_E = (E_k − Ē)/Ē on the played energy.
 """
 
 from __future__ import annotations
