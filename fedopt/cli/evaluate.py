@@ -27,6 +27,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="GLUE-format TSV with a header and a 'label' column")
     p.add_argument("--model", metavar="PATH", default=None,
                    help="the foundation model (default: the one the run used)")
+    p.add_argument("--device", default="auto", metavar="DEV",
+                   help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N; the device "
+                        "the run trained on does not matter (default: auto)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--strict", action="store_true",
@@ -35,7 +38,13 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from ..backends.glue import read_tsv
-    from ..backends.lora import LoraBackend, check_run_params, ensemble_scores, load_run_modules
+    from ..backends.lora import (
+        LoraBackend,
+        check_device,
+        check_run_params,
+        ensemble_scores,
+        load_run_modules,
+    )
     from ..files import check_input_file
 
     run_dir = Path(args.run_dir)
@@ -50,6 +59,8 @@ def run(args) -> int:
               f"{tsv} (first: line {rows.skipped[0]}); --strict makes this an error",
               file=sys.stderr)
     options = {k: v for k, v in meta["options"].items() if k != "model"}
+    # a run trained on a GPU is scored wherever the user is: the saved device is not reused
+    options["device"] = check_device(args.device)
     options["progress"] = not args.quiet and not args.json
     backend = LoraBackend.for_inference(args.model or meta["model"], options, meta["label_dist"],
                                         meta["data_sizes"], log=lambda msg: None)

@@ -272,6 +272,39 @@ def test_evaluate_cli_matches_run_and_rejects_bad_tsv(bert, glue, tmp_path, caps
     assert "no 'label' column" in err and "\n" not in err
 
 
+def test_evaluate_cli_scores_a_gpu_run_on_the_cpu(bert, glue, tmp_path, capsys):
+    """A run trained with ``device: cuda`` (its backend.json says so) is scored where the user
+    is: ``--device auto`` (the default) runs it on the CPU with the same result."""
+    import json
+
+    import torch
+
+    from fedopt.cli import main
+
+    be = _backend(bert, glue)
+    params = _perturbed(be.init_modules(SPECS), seed=4)
+    ens = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 1], [0, 0, 1]], bool)
+    ev = be.evaluate(params, ens)
+    be.save_run(tmp_path, params, ens)
+    meta_path = tmp_path / "lora" / "backend.json"
+    meta = json.loads(meta_path.read_text())
+    meta["options"]["device"] = "cuda"  # as the run on the GPU wrote it
+    meta_path.write_text(json.dumps(meta))
+    capsys.readouterr()
+    dev = str(glue / "SST-2" / "dev.tsv")
+    assert main(["evaluate", str(tmp_path), "--tsv", dev, "--json", "--device", "cpu"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["accuracy"] == ev.global_accuracy
+    if not torch.cuda.is_available():
+        assert main(["evaluate", str(tmp_path), "--tsv", dev, "--json"]) == 0  # auto: the CPU
+        assert json.loads(capsys.readouterr().out)["accuracy"] == ev.global_accuracy
+        assert main(["evaluate", str(tmp_path), "--tsv", dev, "--device", "cuda"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "cuda" in err and "\n" not in err
+    assert main(["evaluate", str(tmp_path), "--tsv", dev, "--device", "tpu"]) == 2
+    assert "device" in capsys.readouterr().err
+
+
 def test_packaged_minilm_fast_path_matches_full_model(tmp_path):
     """Integration: the real all-MiniLM-L6-v2 weights, fp32 cache, fast == peft loop."""
     data = write_sst2(tmp_path / "glue", n_train=120, n_dev=24)
