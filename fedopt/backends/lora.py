@@ -47,7 +47,7 @@ from ..errors import ConfigError
 from .base import Evaluation, LocalResult, ModuleSpec, PairBatch, Params, weighted_mean_aggregate
 from .glue import TextData, dirichlet_partition, load_task, read_tsv, task_spec
 
-__all__ = ["OPTIONS", "LoraOptions", "LoraBackend", "ensemble_scores", "save_run", "load_run_modules",
+__all__ = ["OPTIONS", "LoraOptions", "LoraBackend", "ensemble_scores", "step_grad_sq", "save_run", "load_run_modules",
            "check_run_params"]
 
 _DTYPES = {"float16": "float16", "fp16": "float16", "bfloat16": "bfloat16", "float32": "float32",
@@ -103,6 +103,8 @@ class LoraOptions:
     adamw_beta2: float = 0.999
     adamw_eps: float = 1e-8
     weight_decay: float = 0.0  # AdamW's decoupled weight decay (adamw only)
+    logit_adjustment: float = 0.0  # tau: local loss CE(z + tau log pi_k, y); 0: the paper's CE
+    gamma: str = "gradient"  # Gamma of (7): gradient ((eta/2)||g||^2) | optimizer (its first step's)
     seed: int = 0
     progress: bool = True
 
@@ -127,12 +129,15 @@ class LoraOptions:
             raise ConfigError(f"dtype: must be one of {', '.join(COMPUTE_DTYPES)}, got {self.dtype!r}")
         if self.local_optimizer not in ("sgd", "adamw"):
             raise ConfigError(f"local_optimizer: must be 'sgd' or 'adamw', got {self.local_optimizer!r}")
+        if self.gamma not in ("gradient", "optimizer"):
+            raise ConfigError(f"gamma: must be 'gradient' or 'optimizer', got {self.gamma!r}")
         if self.optimizer_state not in ("reset", "keep"):
             raise ConfigError(f"optimizer_state: must be 'reset' or 'keep', got {self.optimizer_state!r}")
         for key, ok, what in (("adamw_beta1", lambda v: 0 <= v < 1, "in [0, 1)"),
                               ("adamw_beta2", lambda v: 0 <= v < 1, "in [0, 1)"),
                               ("adamw_eps", lambda v: v > 0, "> 0"),
-                              ("weight_decay", lambda v: v >= 0, ">= 0")):
+                              ("weight_decay", lambda v: v >= 0, ">= 0"),
+                              ("logit_adjustment", lambda v: v >= 0, ">= 0")):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not ok(v):
                 raise ConfigError(f"{key}: must be a finite number {what}, got {v!r}")
@@ -265,6 +270,9 @@ class LoraBackend:
         # label distribution pi_k of each UE's data: its test distribution for (3)
         counts = np.stack([np.bincount(local.labels[r], minlength=self.num_labels) for r in self._ue_rows])
         self.label_dist = counts / counts.sum(1, keepdims=True)
+        # log pi_k with add-one smoothing (a class UE k lacks stays finite): the prior that
+        # ``logit_adjustment`` adds to the logits of UE k's local loss
+        self._log_prior = np.log((counts + 1) / (counts.sum(1, keepdims=True) + self.num_labels))
         # per-UE sampling state: a shuffled order and a cursor (checkpointed by state_dict)
         self._rng = np.random.default_rng(opts.seed + 2)
         self._order = [self._rng.permutation(r.size) for r in self._ue_rows]
@@ -551,16 +559,37 @@ class LoraBackend:
             scaler.update()  # halves the scale
             opt.zero_grad(set_to_none=True)
 
-    def _fast_passes(self, leaves, rows: list[np.ndarray], groups: list[list[int]], per, scale) -> None:
+    def _gamma_eps(self) -> float | None:
+        """AdamW's ε when ``gamma: optimizer`` prices Γ by AdamW's first step, else None."""
+        o = self.options
+        return o.adamw_eps if o.gamma == "optimizer" and o.local_optimizer == "adamw" else None
+
+    def _prior_shift(self, ues: list[int]):
+        """τ log π_k per UE (len(ues), C) on the device, or None when ``logit_adjustment`` is 0.
+
+        Logit adjustment (Menon et al., ICLR 2021; FedLC, Zhang et al., ICML 2022): UE k
+        minimises CE(z + τ log π_k, y), so the head it uploads learns the label-balanced
+        logits z rather than its own skewed prior. Test logits are never shifted."""
+        import torch
+
+        tau = self.options.logit_adjustment
+        if not tau:
+            return None
+        return torch.as_tensor(tau * self._log_prior[ues], dtype=torch.float32, device=self.device)
+
+    def _fast_passes(self, leaves, rows: list[np.ndarray], groups: list[list[int]], shift, per,
+                     scale) -> None:
         """Forward and backward passes of one step for all pairs, one pass per padding group;
         each pair's loss lands in ``per``. The summed loss over pairs is block-diagonal, so each
-        pair's slice of the gradient is its own gradient."""
+        pair's slice of the gradient is its own gradient. ``shift``: :meth:`_prior_shift`."""
         import torch.nn.functional as F
 
         for group in groups:
             # the concatenation of the leaf groups afresh for each pass: a backward frees its graph
             stacks = leaves.stacks()
             logits = self._fast_forward(self.train, [rows[i] for i in group], stacks.select(group))
+            if shift is not None:  # logits (pairs, batch, C)
+                logits = logits.float() + shift[group][:, None, :]
             y = self._labels(self.train, np.stack([rows[i] for i in group]))
             lg = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
                                  reduction="none").view(len(group), -1).mean(1)
@@ -603,16 +632,17 @@ class LoraBackend:
                                            "exp_avg": moments["exp_avg"][j][ix.to(leaf.device)].clone(),
                                            "exp_avg_sq": moments["exp_avg_sq"][j][ix.to(leaf.device)].clone()}
             total = torch.zeros(len(sel), dtype=torch.float64, device=self.device)
+            shift = self._prior_shift(ues)
             lengths = self.train.cache.lengths
             for s in range(max(steps, 1)):
                 rows = [batches[i][s] for i in sel]
                 per = torch.zeros(len(sel), dtype=torch.float64, device=self.device)
                 groups = plan_groups([int(lengths[r].max()) for r in rows],
                                      self.options.batch if steps else len(rows[0]))
-                self._gradients(partial(self._fast_passes, leaves, rows, groups, per), scaler, opt,
+                self._gradients(partial(self._fast_passes, leaves, rows, groups, shift, per), scaler, opt,
                                 flat_leaves)
                 if s == 0:
-                    grad_sq[sel] = leaves.grad_sq().cpu().numpy()
+                    grad_sq[sel] = leaves.grad_sq(self._gamma_eps()).cpu().numpy()
                 total += per
                 if steps:
                     scaler.step(opt)
@@ -667,13 +697,15 @@ class LoraBackend:
         self._load_adapter(m, params)
         return self.peft(**self._batch_inputs(data, rows))
 
-    def _ref_pass(self, rows: np.ndarray, per, scale) -> None:
-        """Forward and backward pass of the active adapter on one batch; its loss into ``per``."""
+    def _ref_pass(self, rows: np.ndarray, shift, per, scale) -> None:
+        """Forward and backward pass of the active adapter on one batch; its loss into ``per``.
+        ``shift``: this UE's row of :meth:`_prior_shift`, or None."""
         import torch.nn.functional as F
 
         with self.compute.autocast():
             logits = self.peft(**self._batch_inputs(self.train, rows))
-        loss = F.cross_entropy(logits.float(), self._labels(self.train, rows))
+        logits = logits.float() if shift is None else logits.float() + shift
+        loss = F.cross_entropy(logits, self._labels(self.train, rows))
         scale(loss).backward()
         per[0] = loss.detach().double()
 
@@ -701,11 +733,13 @@ class LoraBackend:
                                        "exp_avg": _tensor(kept["exp_avg"][key]).to(self.device),
                                        "exp_avg_sq": _tensor(kept["exp_avg_sq"][key]).to(self.device)}
             total = 0.0
+            shift = self._prior_shift([ue])
+            shift = None if shift is None else shift[0]
             for s in range(max(steps, 1)):
                 per = torch.zeros(1, dtype=torch.float64, device=self.device)
-                self._gradients(partial(self._ref_pass, batches[i][s], per), scaler, opt, leaves)
+                self._gradients(partial(self._ref_pass, batches[i][s], shift, per), scaler, opt, leaves)
                 if s == 0:
-                    grad_sq[i] = float(sum(t.grad.double().pow(2).sum() for t in leaves))
+                    grad_sq[i] = step_grad_sq([t.grad for t in leaves], self._gamma_eps())
                 total += float(per[0])
                 if steps:
                     scaler.step(opt)
@@ -862,6 +896,21 @@ class LoraBackend:
         (see :func:`save_run`); the runtime calls this at the end of a run."""
         return save_run(self, out_dir, params, ensembles,
                         evaluation or getattr(self, "last_evaluation", None))
+
+
+def step_grad_sq(grads, eps: float | None) -> float:
+    """The G of Γ = (η/2) G in (7) from one batch's gradient g (a list of tensors).
+
+    ``eps`` None: G = ||g||², MODEL.md's Γ, the decrease guaranteed by a gradient step of
+    size η ≤ 1/L. With ``eps`` (``gamma: optimizer`` under AdamW): G = Σ g_i² / (|g_i| + ε),
+    so Γ = (η/2) g·u is half the first-order decrease of AdamW's first step -η u from a fresh
+    state (u = g / (|g| + ε), bias-corrected moments), as (η/2)||g||² is of gradient
+    descent's; at η = 1e-3 this prices an upload near SGD at 0.1 instead of 100x below."""
+    total = 0.0
+    for g in grads:
+        g = g.double()
+        total += float((g.pow(2) if eps is None else g.pow(2) / (g.abs() + eps)).sum())
+    return total
 
 
 def ensemble_scores(logits: np.ndarray, labels: np.ndarray, ensembles: np.ndarray,

@@ -122,12 +122,15 @@ class LeafGroups:
         """The current stacks of all P pairs, differentiable with respect to the leaves."""
         return self.assemble(self.leaves)
 
-    def grad_sq(self) -> torch.Tensor:
-        """||grad||^2 of every pair (P,), float64, from the leaves' ``.grad``."""
+    def grad_sq(self, eps: float | None = None) -> torch.Tensor:
+        """||grad||^2 of every pair (P,), float64, from the leaves' ``.grad``; with ``eps``,
+        sum g^2 / (|g| + eps) instead (:func:`fedopt.backends.lora.step_grad_sq`)."""
         out = torch.zeros(len(self.inverse), dtype=torch.float64, device=self.leaves[0][0].device)
         for g, leaves in zip(self.groups, self.leaves):
             for leaf in leaves:
-                out[torch.as_tensor(g, device=out.device)] += leaf.grad.double().pow(2).flatten(1).sum(1)
+                gr = leaf.grad.double().flatten(1)
+                term = gr.pow(2) if eps is None else gr.pow(2) / (gr.abs() + eps)
+                out[torch.as_tensor(g, device=out.device)] += term.sum(1)
         return out
 
 

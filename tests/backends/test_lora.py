@@ -381,9 +381,10 @@ def test_adamw_fast_path_matches_peft_loop(bert, glue):
     np.testing.assert_allclose(a.grad_sq, b.grad_sq, rtol=1e-5)
 
 
-def _manual_adamw(be, spec, params, rows_per_round, lr, opt_kw):
+def _manual_adamw(be, spec, params, rows_per_round, lr, opt_kw, shift=None):
     """An independent run of one pair: a fresh peft model of the module's config, one
-    torch.optim.AdamW kept across local updates, each starting from the given θ_m."""
+    torch.optim.AdamW kept across local updates, each starting from the given θ_m.
+    ``shift`` (C,): added to the logits in the loss (logit adjustment)."""
     from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
     from transformers import AutoModel
 
@@ -401,6 +402,8 @@ def _manual_adamw(be, spec, params, rows_per_round, lr, opt_kw):
         set_peft_model_state_dict(pm, to_torch(theta))  # copies into the same tensors
         for r in rows:
             logits = pm(**pad_examples([be.train.examples[int(i)] for i in r], be.pad_id))
+            if shift is not None:
+                logits = logits + torch.as_tensor(shift, dtype=torch.float32)
             torch.nn.functional.cross_entropy(logits, torch.from_numpy(be.train.labels[r])).backward()
             opt.step()
             opt.zero_grad()
@@ -462,6 +465,65 @@ def test_adamw_kept_state_equals_one_optimizer_per_ue_and_module(path, split, be
     assert max(np.abs(got[2][0][key] - got_reset[2][0][key]).max() for key in got[2][0]) > 1e-3
     for key in got[2][2]:
         np.testing.assert_allclose(got[2][2][key], got_reset[2][2][key], atol=1e-6)
+
+
+@pytest.mark.parametrize("path", ["fast", "reference"])
+def test_logit_adjustment_trains_on_the_prior_shifted_loss(path, bert, glue):
+    """logit_adjustment τ: UE k's local loss is CE(z + τ log π̃_k, y), π̃_k its label shares with
+    add-one smoothing, computed here from the backend's π_k and |D_k| and checked against an
+    independent peft + AdamW loop on the shifted logits; test logits are not shifted."""
+    tau, lr, steps = 0.7, 1e-2, 2
+    kw = dict(local_optimizer="adamw", adamw_eps=1e-6, lora_path=path)  # eps: A's tiny gradients
+    be = _backend(bert, glue, logit_adjustment=tau, **kw)
+    plain = _backend(bert, glue, **kw)
+    params = _perturbed(be.init_modules(SPECS))
+    plain.init_modules(SPECS)
+    n = be.data_sizes()[:, None].astype(float)
+    counts = np.rint(be.label_dist * n)
+    shift = tau * np.log((counts + 1) / (n + be.label_dist.shape[1]))
+    assert np.ptp(shift, axis=1).max() > 0.1  # the tiny partition is skewed: the shift matters
+    state = be.state_dict()
+    rows = be.round_batches(PAIRS, steps)
+    be.load_state_dict(state)
+    got = be.local_update(PAIRS, params, steps, lr)
+    base = plain.local_update(PAIRS, params, steps, lr)
+    for i, (k, m) in enumerate(zip(PAIRS.ue, PAIRS.module)):
+        ref = _manual_adamw(be, SPECS[m], [params[m]], [rows[i]], lr, {"eps": 1e-6, "weight_decay": 0.0},
+                            shift=shift[k])[0]
+        for key in ref:
+            np.testing.assert_allclose(got.updates[i][key], ref[key], atol=1e-5, rtol=0, err_msg=key)
+        assert max(np.abs(got.updates[i][key] - base.updates[i][key]).max() for key in ref) > 1e-4
+    ens = np.ones((CFG.K, len(SPECS)), bool)  # evaluation is the plain model's
+    assert be.evaluate(params, ens).global_loss == pytest.approx(plain.evaluate(params, ens).global_loss)
+    with pytest.raises(ConfigError, match="logit_adjustment: must be a finite number >= 0"):
+        _backend(bert, glue, logit_adjustment=-1.0)
+
+
+@pytest.mark.parametrize("path", ["fast", "reference"])
+def test_gamma_optimizer_is_adamws_first_step_decrease(path, bert, glue):
+    """gamma: optimizer under AdamW reports G = Σ g²/(|g| + ε) (Γ = (η/2) G): checked against
+    the gradient g that one plain SGD step at lr 1 measures (update = -g), and as AdamW's own
+    first-step decrease -g·Δθ/η; under SGD it stays ||g||², MODEL.md's."""
+    eps = 1e-6
+    sgd = _backend(bert, glue, lora_path=path)
+    params = _perturbed(sgd.init_modules(SPECS))
+    state = sgd.state_dict()
+    g = [{k: -u for k, u in upd.items()} for upd in sgd.local_update(PAIRS, params, 1, 1.0).updates]
+    sgd.load_state_dict(state)
+    expect = [sum(float((v ** 2 / (np.abs(v) + eps)).sum()) for v in gi.values()) for gi in g]
+    adam = _backend(bert, glue, lora_path=path, local_optimizer="adamw", adamw_eps=eps, gamma="optimizer")
+    adam.init_modules(SPECS)
+    res = adam.local_update(PAIRS, params, 1, 1e-3)
+    np.testing.assert_allclose(res.grad_sq, expect, rtol=1e-5)
+    decrease = [-sum(float((gi[k] * u[k]).sum()) for k in u) / 1e-3 for gi, u in zip(g, res.updates)]
+    np.testing.assert_allclose(res.grad_sq, decrease, rtol=1e-4)
+    norm_sq = [sum(float((v ** 2).sum()) for v in gi.values()) for gi in g]
+    assert min(r / q for r, q in zip(res.grad_sq, norm_sq)) > 1.5  # not ||g||²
+    plain = _backend(bert, glue, lora_path=path, gamma="optimizer")  # SGD: the paper's ||g||²
+    plain.init_modules(SPECS)
+    np.testing.assert_allclose(plain.probe(PAIRS, params)[1], sgd.probe(PAIRS, params)[1], rtol=1e-12)
+    with pytest.raises(ConfigError, match="gamma: must be 'gradient' or 'optimizer'"):
+        _backend(bert, glue, gamma="adam")
 
 
 def test_bf16_and_fp16_autocast_stay_close_to_fp32(bert, glue):
