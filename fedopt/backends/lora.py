@@ -774,6 +774,8 @@ class LoraBackend:
 
         Returns per pair the update Δθ = θ_after - θ_m (the "-η g" of (1)), the mean training
         loss over the steps and ||∇F_k(θ_0 + θ_m)||² on the first batch (before any step).
+        With ``logit_adjustment`` τ the loss (and so the gradient) is CE(z + τ log π_k, y);
+        with ``gamma: optimizer`` under AdamW the last is :func:`step_grad_sq`'s G instead.
         """
         self._require_built()
         if steps < 1:
@@ -906,11 +908,9 @@ def step_grad_sq(grads, eps: float | None) -> float:
     so Γ = (η/2) g·u is half the first-order decrease of AdamW's first step -η u from a fresh
     state (u = g / (|g| + ε), bias-corrected moments), as (η/2)||g||² is of gradient
     descent's; at η = 1e-3 this prices an upload near SGD at 0.1 instead of 100x below."""
-    total = 0.0
-    for g in grads:
-        g = g.double()
-        total += float((g.pow(2) if eps is None else g.pow(2) / (g.abs() + eps)).sum())
-    return total
+    from .lora_batched import gamma_terms
+
+    return float(sum(gamma_terms(g.double(), eps).sum() for g in grads))
 
 
 def ensemble_scores(logits: np.ndarray, labels: np.ndarray, ensembles: np.ndarray,

@@ -124,14 +124,19 @@ class LeafGroups:
 
     def grad_sq(self, eps: float | None = None) -> torch.Tensor:
         """||grad||^2 of every pair (P,), float64, from the leaves' ``.grad``; with ``eps``,
-        sum g^2 / (|g| + eps) instead (:func:`fedopt.backends.lora.step_grad_sq`)."""
+        sum g^2 / (|g| + eps) instead (:func:`gamma_terms`)."""
         out = torch.zeros(len(self.inverse), dtype=torch.float64, device=self.leaves[0][0].device)
         for g, leaves in zip(self.groups, self.leaves):
             for leaf in leaves:
-                gr = leaf.grad.double().flatten(1)
-                term = gr.pow(2) if eps is None else gr.pow(2) / (gr.abs() + eps)
+                term = gamma_terms(leaf.grad.double().flatten(1), eps)
                 out[torch.as_tensor(g, device=out.device)] += term.sum(1)
         return out
+
+
+def gamma_terms(g: torch.Tensor, eps: float | None) -> torch.Tensor:
+    """Elementwise terms of the G in Γ = (η/2) G: g² (MODEL.md's ‖∇F‖²), or with ``eps``
+    g² / (|g| + eps), AdamW's first-step decrease (``gamma: optimizer``)."""
+    return g.pow(2) if eps is None else g.pow(2) / (g.abs() + eps)
 
 
 class TopStack(nn.Module):
