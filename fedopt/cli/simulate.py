@@ -2,13 +2,15 @@
 
     fedopt simulate --config experiments/configs/quick.yaml --set rounds=50 --out results/quick
     fedopt simulate --resume results/quick              # continue a killed run
+    fedopt simulate --resume results/quick --set rounds=80   # extend a run to 80 rounds
     fedopt simulate --config experiments/configs/bound_check.yaml --out results/bound --bound
     fedopt simulate --config experiments/configs/quick.yaml --out results/quick --compare-fedlora
 
 Writes config.yaml (resolved), metrics.csv, summary.json and accuracy / energy /
 participation PNGs (and bound.png with --bound) to the output folder. A folder that already
 holds a run is refused before any work unless ``--overwrite`` (which removes that run's files)
-is given; ``--resume DIR`` continues it from ``DIR/checkpoint.npz``.
+is given; ``--resume DIR`` continues it from ``DIR/checkpoint.npz``, and with ``--set
+rounds=N`` (the one key a resume may change) extends a run, finished or not, to N rounds.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="override one key (repeatable), e.g. --set rounds=50 --set policy=greedy")
     p.add_argument("--out", metavar="DIR", type=output_dir, help="output folder")
     p.add_argument("--resume", metavar="DIR",
-                   help="continue the run in DIR from its last checkpoint (same config only)")
+                   help="continue the run in DIR from its last checkpoint (same config; "
+                        "--set rounds=N extends it to N rounds)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run already in --out DIR (its files are removed first); "
                         "without it such a folder is refused")
@@ -59,11 +62,11 @@ def _resolve(args) -> tuple:
         saved_cfg = RunConfig.from_dict(saved).to_flat_dict()
         diff = [k for k in sorted(set(saved_cfg) | set(requested.to_flat_dict()))
                 if saved_cfg.get(k) != requested.to_flat_dict().get(k)]
-        if diff:
-            k = diff[0]
+        if diff and diff != ["rounds"]:  # more (or fewer) rounds: extend the run
+            k = next(k for k in diff if k != "rounds")
             raise ConfigError(f"--resume: {folder} was run with a different config "
                               f"({k}: {saved_cfg.get(k)!r} there, {requested.to_flat_dict().get(k)!r} "
-                              f"now; {len(diff)} key(s) differ)")
+                              f"now; {len(diff)} key(s) differ; only rounds may change)")
         return requested, folder, True
     if not args.out:
         raise ConfigError("--out DIR is required (or --resume DIR)")

@@ -84,6 +84,13 @@ def _like(got: Any, fresh: Any, where: str) -> str | None:
     return None
 
 
+def _same_run(saved: Any, now: dict[str, Any]) -> bool:
+    """Whether a checkpoint's flat config is this run's up to ``rounds`` T: T only ends the
+    loop and schedules the last evaluation, so a resume may extend a run to more rounds."""
+    return (isinstance(saved, dict) and {k: v for k, v in saved.items() if k != "rounds"}
+            == {k: v for k, v in now.items() if k != "rounds"})
+
+
 def _state_misfit(state: Any, fresh: dict[str, Any], rounds: int) -> str | None:
     """Why a checkpoint's state (which passed its checksum; the sha256 is not keyed, so an
     edited file can be re-signed) cannot be this run's, or None: the one check before a
@@ -203,8 +210,12 @@ class Simulation(EngineDriver):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         try:
-            if not isinstance(state, dict) or state.get("config") != self.run_cfg.to_flat_dict():
+            if not isinstance(state, dict) or not _same_run(state.get("config"),
+                                                            self.run_cfg.to_flat_dict()):
                 raise ConfigError("--resume: the checkpoint was written with a different config")
+            if isinstance(state.get("t"), int) and state["t"] > self.run_cfg.rounds:
+                raise ConfigError(f"--resume: the checkpoint has run {state['t']} rounds, more "
+                                  f"than rounds = {self.run_cfg.rounds}")
             problem = _state_misfit(state, self.state_dict(), self.run_cfg.rounds)
             if problem:  # checked in full before anything is set: no half-loaded run
                 raise StateFileError(f"the checkpoint does not fit this run ({problem})")

@@ -71,3 +71,52 @@ def test_lora_run_resumes_exactly_from_its_checkpoint(tmp_path, tiny_bert, tiny_
     for name in ("summary.json", "metrics.csv", "lora/m0/adapter_model.safetensors",
                  "lora/m1/adapter_model.safetensors", "lora/ensembles.json"):
         assert (full / name).read_bytes() == (part / name).read_bytes(), name
+
+
+def test_resume_with_more_rounds_extends_a_finished_run_exactly(tmp_path):
+    """A finished run of T/2 rounds, resumed with --set rounds=T, writes what one run of T
+    rounds writes (eval_every divides T/2, so both evaluate the same rounds)."""
+    full, short = tmp_path / "full", tmp_path / "short"
+    subprocess.run(_cmd("--config", str(QUICK), *SETS, "--out", str(full)), cwd=ROOT,
+                   check=True, capture_output=True, timeout=300)
+    subprocess.run(_cmd("--config", str(QUICK), *SETS, "--set", f"rounds={T // 2}",
+                        "--out", str(short)), cwd=ROOT, check=True, capture_output=True,
+                   timeout=300)
+    assert load_checkpoint(short)["t"] == T // 2
+    subprocess.run(_cmd("--resume", str(short), "--set", f"rounds={T}"), cwd=ROOT, check=True,
+                   capture_output=True, timeout=300)
+    for name in ("summary.json", "metrics.csv", "config.yaml"):  # byte for byte
+        assert (full / name).read_bytes() == (short / name).read_bytes(), name
+
+
+def test_resume_cannot_cut_a_run_below_its_checkpoint_or_change_another_key(tmp_path):
+    out = tmp_path / "run"
+    subprocess.run(_cmd("--config", str(QUICK), *SETS, "--set", f"rounds={T // 2}",
+                        "--out", str(out)), cwd=ROOT, check=True, capture_output=True, timeout=300)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    for extra, says in ((["--set", f"rounds={T // 2 - 1}"], "has run 12 rounds"),
+                        (["--set", f"rounds={T}", "--set", "K=21"], "K: 20 there, 21 now")):
+        r = subprocess.run(_cmd("--resume", str(out), *extra), cwd=ROOT, capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 2, r.stderr
+        assert says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # nothing lost
+
+
+def test_lora_run_extends_exactly(tmp_path, tiny_bert, tiny_glue):
+    """The LoRA backend: a finished 2-round run extended to 3 rounds writes the adapters of
+    one 3-round run, byte for byte."""
+    pytest.importorskip("peft")
+    from fedopt.fl import RunConfig, Simulation
+
+    base = {"backend": "lora", "K": 4, "M": 2, "ranks": [2, 4], "M_max": 2, "beta": 0.5,
+            "rho": 1e-4, "model": str(tiny_bert), "data_dir": str(tiny_glue), "progress": False,
+            "cache_dtype": "float32", "data_min": 30, "data_max": 60, "batch": 4,
+            "checkpoint_every": 0, "local_optimizer": "adamw", "optimizer_state": "keep"}
+    full, part = tmp_path / "full", tmp_path / "part"
+    Simulation(RunConfig.from_dict({**base, "rounds": 3}), full, progress=False).run()
+    Simulation(RunConfig.from_dict({**base, "rounds": 2}), part, progress=False).run()
+    Simulation(RunConfig.from_dict({**base, "rounds": 3}), part, progress=False).run(resume=True)
+    for name in ("metrics.csv", "lora/m0/adapter_model.safetensors",
+                 "lora/m1/adapter_model.safetensors", "lora/ensembles.json"):
+        assert (full / name).read_bytes() == (part / name).read_bytes(), name
