@@ -213,8 +213,10 @@ class Simulation(EngineDriver):
             if not isinstance(state, dict) or not _same_run(state.get("config"),
                                                             self.run_cfg.to_flat_dict()):
                 raise ConfigError("--resume: the checkpoint was written with a different config")
-            if isinstance(state.get("t"), int) and state["t"] > self.run_cfg.rounds:
-                raise ConfigError(f"--resume: the checkpoint has run {state['t']} rounds, more "
+            t, written_for = state.get("t"), state["config"].get("rounds")
+            if (type(t) is int and type(written_for) is int
+                    and self.run_cfg.rounds < t <= written_for):  # a cut run, not a damaged file
+                raise ConfigError(f"--resume: the checkpoint has run {t} rounds, more "
                                   f"than rounds = {self.run_cfg.rounds}")
             problem = _state_misfit(state, self.state_dict(), self.run_cfg.rounds)
             if problem:  # checked in full before anything is set: no half-loaded run
