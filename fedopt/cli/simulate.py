@@ -44,7 +44,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _resolve(args) -> tuple:
-    from ..fl.config import RunConfig, merge
+    from ..fl.config import RunConfig, merge, resume_conflicts
 
     if args.resume:
         folder = Path(args.resume)
@@ -59,14 +59,13 @@ def _resolve(args) -> tuple:
             requested = RunConfig.load(args.config, args.overrides)
         else:
             requested = RunConfig.from_dict(merge(saved, _overrides(args.overrides)))
-        saved_cfg = RunConfig.from_dict(saved).to_flat_dict()
-        diff = [k for k in sorted(set(saved_cfg) | set(requested.to_flat_dict()))
-                if saved_cfg.get(k) != requested.to_flat_dict().get(k)]
-        if diff and diff != ["rounds"]:  # more (or fewer) rounds: extend the run
-            k = next(k for k in diff if k != "rounds")
+        saved_cfg, now_cfg = RunConfig.from_dict(saved).to_flat_dict(), requested.to_flat_dict()
+        diff = resume_conflicts(saved_cfg, now_cfg)
+        if diff:
+            k = diff[0]
             raise ConfigError(f"--resume: {folder} was run with a different config "
-                              f"({k}: {saved_cfg.get(k)!r} there, {requested.to_flat_dict().get(k)!r} "
-                              f"now; {len(diff)} key(s) differ; only rounds may change)")
+                              f"({k}: {saved_cfg.get(k)!r} there, {now_cfg.get(k)!r} now; "
+                              f"{len(diff)} key(s) differ; only rounds may change)")
         return requested, folder, True
     if not args.out:
         raise ConfigError("--out DIR is required (or --resume DIR)")

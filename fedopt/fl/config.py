@@ -26,7 +26,7 @@ from ..config import (
 )
 from ..errors import ConfigError
 
-__all__ = ["RunConfig", "RUN_KEYS", "KNOWN_POLICIES", "NORMALIZE"]
+__all__ = ["RunConfig", "RUN_KEYS", "KNOWN_POLICIES", "NORMALIZE", "resume_conflicts"]
 
 NORMALIZE = ("received", "subscribed")
 STEP_SIZES = ("fixed", "inverse_L")
@@ -200,6 +200,17 @@ def _check_option(key: str, value: Any, default: Any) -> Any:
     if isinstance(default, float):
         return check_number(key, value, lo=0.0)
     return value
+
+
+def resume_conflicts(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """The keys, sorted, on which two flat configs differ, except ``rounds``: T only ends
+    the loop and schedules the last evaluation, so it is the one key a resume may change
+    (to extend a run, or to cut one that has not yet got that far)."""
+    return [k for k in sorted(set(saved) | set(now))
+            if k != "rounds" and saved.get(k, _MISSING) != now.get(k, _MISSING)]
+
+
+_MISSING = object()
 
 
 def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:

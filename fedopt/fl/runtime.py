@@ -30,7 +30,7 @@ from ..backends import PairBatch, SupportsSaving
 from ..errors import ConfigError, FedoptError, StateFileError
 from ..runfolder import atomic_write_text, remove_stale_temporaries
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
-from .config import RunConfig
+from .config import RunConfig, resume_conflicts
 from .metrics import EnsembleEvaluation, plot_run, summarize, write_csv, write_json
 from .round import EngineDriver, Observation, RoundResults
 from .setup import build_run, make_engine
@@ -85,10 +85,9 @@ def _like(got: Any, fresh: Any, where: str) -> str | None:
 
 
 def _same_run(saved: Any, now: dict[str, Any]) -> bool:
-    """Whether a checkpoint's flat config is this run's up to ``rounds`` T: T only ends the
-    loop and schedules the last evaluation, so a resume may extend a run to more rounds."""
-    return (isinstance(saved, dict) and {k: v for k, v in saved.items() if k != "rounds"}
-            == {k: v for k, v in now.items() if k != "rounds"})
+    """Whether a checkpoint's flat config is this run's up to ``rounds`` (the one key a
+    resume may change: :func:`~fedopt.fl.config.resume_conflicts`)."""
+    return isinstance(saved, dict) and not resume_conflicts(saved, now)
 
 
 def _state_misfit(state: Any, fresh: dict[str, Any], rounds: int) -> str | None:

@@ -120,3 +120,18 @@ def test_lora_run_extends_exactly(tmp_path, tiny_bert, tiny_glue):
     for name in ("metrics.csv", "lora/m0/adapter_model.safetensors",
                  "lora/m1/adapter_model.safetensors", "lora/ensembles.json"):
         assert (full / name).read_bytes() == (part / name).read_bytes(), name
+
+
+def test_resume_conflicts_lists_every_key_but_rounds():
+    """Brute force over the key set: a key differs when its value does or when one side lacks
+    it (absent is not the same as None); rounds never conflicts."""
+    from fedopt.fl.config import RunConfig, resume_conflicts
+
+    base = RunConfig.load(QUICK).to_flat_dict()
+    assert resume_conflicts(base, dict(base)) == []
+    assert resume_conflicts(base, {**base, "rounds": base["rounds"] + 7}) == []
+    changed = {**base, "K": base["K"] + 1, "seed": base["seed"] + 1, "rounds": 1}
+    assert resume_conflicts(base, changed) == sorted(["K", "seed"])
+    none_key = next(k for k, v in base.items() if v is None)
+    lacking = {k: v for k, v in base.items() if k != none_key}
+    assert resume_conflicts(base, lacking) == [none_key]
