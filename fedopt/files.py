@@ -24,7 +24,7 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or exc.__class__.__name__
 
 
-MAX_INPUT_BYTES = 256 * 2**20  # 256 MiB: no input fedopt reads is anywhere near this
+MAX_INPUT_BYTES = 256 * 2**20  # 256 MiB: no input fedopt reads is near this but checkpoints
 
 
 def check_input_file(path: str | os.PathLike, what: str, error: type[FedoptError] = ConfigError,

@@ -66,7 +66,7 @@ def test_deep_json_in_a_lora_run_folder_is_one_line(tmp_path, capsys):
         assert name in str(exc.value) and "\n" not in str(exc.value)
 
 
-def _double(x):
+def _double(x, *, folder, resume):
     return {"v": [x]}
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -34,10 +35,12 @@ LABELS = {"proposed": "Algorithm 2", "fedlora": "FedLoRA [4]", "full": "full-par
           "hetlora": "HetLoRA [6]", "flexlora": "FlexLoRA [7]"}
 
 
-def _group_runs(cfg: dict, backend: str, K: int, seed: int, schemes: list[str], extra: dict) -> dict:
-    """One (K, seed)'s schemes, in one process (they share its data split and prefix cache)."""
+def _group_runs(cfg: dict, backend: str, K: int, seed: int, schemes: list[str], extra: dict, *,
+                folder: Path, resume: bool) -> dict:
+    """One (K, seed)'s schemes, in one process (they share its data split and prefix cache);
+    each run checkpoints into ``folder/<scheme>`` (:func:`~.training.run_groups`)."""
     base = run_config(cfg, backend, seed, K=K, **extra)
-    return {name: run_one(name, base) for name in schemes}
+    return {name: run_one(name, base, folder / name, resume) for name in schemes}
 
 
 def run_fig2(cfg: dict, out, *, backend: str = "synthetic", seeds: int | None = None,

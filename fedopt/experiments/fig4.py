@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -30,8 +31,10 @@ LABELS = {"proposed": "proposed (Alg. 2)", "greedy": "greedy", "one_shot": "one-
           "energy": "w/ energy constraints"}
 
 
-def _seed_runs(cfg: dict, backend: str, seed: int, schemes: list[str], extra: dict) -> dict:
-    """One seed's schemes, in one process (they share its data split and prefix cache)."""
+def _seed_runs(cfg: dict, backend: str, seed: int, schemes: list[str], extra: dict, *,
+               folder: Path, resume: bool) -> dict:
+    """One seed's schemes, in one process (they share its data split and prefix cache); each
+    run checkpoints into ``folder/<scheme>`` (:func:`~.training.run_groups`)."""
     base = run_config(cfg, backend, seed, **extra)
     runs: dict[str, dict] = {}
     budget = None
@@ -39,11 +42,11 @@ def _seed_runs(cfg: dict, backend: str, seed: int, schemes: list[str], extra: di
         run = base
         if name == "energy":
             if "proposed" not in runs:
-                runs["proposed"] = run_one("proposed", base)
+                runs["proposed"] = run_one("proposed", base, folder / "proposed", resume)
             budget = float(cfg["budget_fraction"]) * float(np.mean(runs["proposed"]["energy"])) / base.system.K
             run = base.replace(energy_budget=budget)
         if name not in runs:
-            runs[name] = run_one(name, run)
+            runs[name] = run_one(name, run, folder / name, resume)
     return {"runs": runs, "budget": budget}
 
 

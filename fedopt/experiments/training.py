@@ -4,8 +4,11 @@ A figure's runs come in *groups* (Fig. 2: one K and seed; Fig. 4: one seed), who
 one after another in one process, so they share the seed's data split and the LoRA backend's
 frozen-prefix cache. :func:`run_groups` runs the groups, in ``jobs`` worker processes if asked,
 and stores each finished group as ``<out>/runs/<tag>.json``: with ``resume`` a restarted
-figure reuses the groups whose stored config matches, so a long lora run that is interrupted
-loses at most the groups in flight.
+figure reuses the groups whose stored config matches. While a group runs, each of its runs
+checkpoints into ``<out>/runs/<tag>/<scheme>/`` every ``checkpoint_every`` rounds (the run
+config's key, 10 by default), and a resumed figure continues those runs from there: an
+interrupted figure loses at most ``checkpoint_every`` rounds of each run in flight. The
+folder is removed once its group is stored.
 """
 
 from __future__ import annotations
@@ -26,15 +29,15 @@ __all__ = ["run_config", "run_one", "run_groups", "rounds_to_converge", "smoothe
 def run_config(cfg: dict, backend: str, seed: int, **changes: Any):
     from ..fl.config import RunConfig
 
-    return RunConfig.from_dict({**cfg["run"], **changes, "backend": backend, "seed": seed,
-                                "checkpoint_every": 0})
+    return RunConfig.from_dict({**cfg["run"], **changes, "backend": backend, "seed": seed})
 
 
-def run_one(scheme: str, run, **kw) -> dict[str, Any]:
-    """One scheme's run: its per-round accuracy, energy and the runtime's summary."""
+def run_one(scheme: str, run, folder: Path | None = None, resume: bool = False) -> dict[str, Any]:
+    """One scheme's run: its per-round accuracy, energy and the runtime's summary. With
+    ``folder`` the run checkpoints there (and continues from its checkpoint with ``resume``)."""
     from ..baselines import run_scheme
 
-    s = run_scheme(scheme, run, **kw)
+    s = run_scheme(scheme, run, folder, resume=resume, outputs=False)  # checkpoints only
     rows = s.pop("rows")
     s["accuracy"] = [r["accuracy"] for r in rows]
     s["global_accuracy"] = [r["global_accuracy"] for r in rows]
@@ -126,10 +129,12 @@ def _read_store(path: Path, key: str, check: Callable[[Any], str | None] | None)
 def run_groups(func: Callable[..., dict], tasks: list[tuple], store: Path, *, jobs: int = 1,
                resume: bool = False, bar=None,
                check: Callable[[Any], str | None] | None = None) -> dict[str, dict]:
-    """Run ``func(*task[1:])`` for every task ``(tag, *args)`` and return {tag: result}.
+    """Run ``func(*task[1:], folder=store/<tag>, resume=resume)`` for every task
+    ``(tag, *args)`` and return {tag: result}.
 
     ``func`` must be a module-level function (workers pickle it) that returns a JSON-able
-    dict. Each result is written to ``store/<tag>.json`` with a hash of its arguments; with
+    dict; ``folder`` is where its runs keep their checkpoints (removed once the result is
+    stored). Each result is written to ``store/<tag>.json`` with a hash of its arguments; with
     ``resume`` a stored result whose hash matches is loaded instead of recomputed; one that
     cannot be read, is not JSON or fails ``check`` (why it is not a result, or None) is
     damaged: it is recomputed after one warning line on stderr naming the file. ``jobs`` > 1
@@ -155,6 +160,7 @@ def run_groups(func: Callable[..., dict], tasks: list[tuple], store: Path, *, jo
                       f"it is recomputed", file=sys.stderr)
             elif result is not None:
                 out[task[0]] = result
+                _remove_runs(store / task[0])  # a kill between storing and removing
                 if bar is not None:
                     bar.update(1)
                 continue
@@ -163,22 +169,32 @@ def run_groups(func: Callable[..., dict], tasks: list[tuple], store: Path, *, jo
     def keep(task, result):
         text = json.dumps({"key": _store_key(task), "result": result}, default=_jsonable)
         atomic_write_text(store / f"{task[0]}.json", text)  # a kill never leaves a half file
+        _remove_runs(store / task[0])
         out[task[0]] = json.loads(text)["result"]  # as a resumed run would see it
         if bar is not None:
             bar.update(1)
 
     if jobs <= 1 or len(todo) <= 1:
         for task in todo:
-            keep(task, func(*task[1:]))
+            keep(task, func(*task[1:], folder=store / task[0], resume=resume))
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-            futures = {pool.submit(func, *task[1:]): task for task in todo}
+            futures = {pool.submit(func, *task[1:], folder=store / task[0], resume=resume): task
+                       for task in todo}
             for fut in as_completed(futures):
                 keep(futures[fut], fut.result())
     return out
+
+
+def _remove_runs(folder: Path) -> None:
+    """Remove a stored group's run folders (their checkpoints are of no further use)."""
+    import shutil
+
+    if folder.is_dir() and not folder.is_symlink():
+        shutil.rmtree(folder)
 
 
 def smoothed(acc, window: int) -> np.ndarray:

@@ -147,13 +147,16 @@ class Simulation(EngineDriver):
 
     ``rule``: the aggregation rule (``fedavg``: eq. (1) per module; ``hetlora`` /
     ``flexlora``: the rank-level baselines, :mod:`fedopt.baselines.rules`), ``prune_lambda``
-    HetLoRA's self-pruning. ``track_bound``: Theorem 1's tracker (dense synthetic backend)."""
+    HetLoRA's self-pruning. ``track_bound``: Theorem 1's tracker (dense synthetic backend).
+    ``outputs``: False writes only the config and checkpoints to ``out`` (a figure's runs),
+    not the metrics, summary, plots and the backend's saved run."""
 
     def __init__(self, run: RunConfig, out: str | Path | None = None, *, progress: bool = True,
-                 track_bound: bool = False, rule: str = "fedavg", prune_lambda: float = 0.0
-                 ) -> None:
+                 track_bound: bool = False, rule: str = "fedavg", prune_lambda: float = 0.0,
+                 outputs: bool = True) -> None:
         self.run_cfg = run
         self.out = Path(out) if out is not None else None
+        self.outputs = outputs
         self.progress = progress
         self.track_bound = track_bound
         setup = build_run(run, rule, prune_lambda=prune_lambda)
@@ -260,17 +263,27 @@ class Simulation(EngineDriver):
 
     # --- the whole run --------------------------------------------------------------------
 
+    def restore(self) -> bool:
+        """Load ``out``'s checkpoint, if it has one (True then). A checkpoint of another
+        config is a :class:`ConfigError`, a damaged one a :class:`StateFileError`; either
+        way nothing of it is loaded."""
+        if self.out is None:
+            return False
+        state = load_checkpoint(self.out)  # also removes a killed write's temporaries
+        if state is None:
+            return False
+        try:
+            self.load_state_dict(state)
+        except StateFileError as exc:
+            raise StateFileError(f"checkpoint {self.out / CHECKPOINT}: {exc}") from None
+        return True
+
     def run(self, resume: bool = False) -> dict[str, Any]:
         run = self.run_cfg
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
             if resume:
-                state = load_checkpoint(self.out)  # also removes a killed write's temporaries
-                if state is not None:
-                    try:
-                        self.load_state_dict(state)
-                    except StateFileError as exc:
-                        raise StateFileError(f"checkpoint {self.out / CHECKPOINT}: {exc}") from None
+                self.restore()
             else:
                 remove_stale_temporaries(self.out)
             atomic_write_text(self.out / "config.yaml", self.run_cfg.to_yaml())
@@ -313,13 +326,14 @@ class Simulation(EngineDriver):
                     row[f"bound_{m}"] = bound["bound"][t + 1, m]
         participation = self.participation / max(self.t, 1)
         summary = summarize(self.rows, participation, run.target_accuracy, extra)
-        if self.out is not None:
+        if self.out is not None and self.outputs:
             write_csv(self.rows, self.out / "metrics.csv")
             write_json(summary, self.out / "summary.json")
             write_json({"seconds_this_process": seconds}, self.out / "timing.json")
             plot_run(self.rows, self.out, title=f"({run.policy}, M={M})", bound=bound)
             if isinstance(self.backend, SupportsSaving):  # e.g. LoRA: peft modules + ensembles
                 self.backend.save_run(self.out, self.params, self.ensembles)
+        if self.out is not None:
             save_checkpoint(self.state_dict(), self.out)
         self.summary = summary
         return summary

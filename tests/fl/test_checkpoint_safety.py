@@ -339,3 +339,18 @@ def test_a_fifo_as_checkpoint_is_one_line(run, capsys):
     os.mkfifo(run / CHECKPOINT)
     assert main(["simulate", "--quiet", "--resume", str(run)]) == 2
     assert "not a file" in _one_line(capsys)
+
+
+def test_checkpoint_size_limit_is_4_gib_not_the_256_mib_of_other_inputs(tmp_path):
+    """A K = 100 run with AdamW state kept writes 0.2-0.8 GB checkpoints: a 300 MiB file is
+    read (and refused as damaged: sparse zeros), one over 4 GiB is refused by its size alone."""
+    from fedopt.fl.checkpoint import MAX_CHECKPOINT_BYTES, load_checkpoint
+
+    path = tmp_path / CHECKPOINT
+    for size, says in ((300 * 2**20, None), (MAX_CHECKPOINT_BYTES + 1, "4096 MiB limit")):
+        with open(path, "wb") as fh:
+            fh.truncate(size)  # sparse: no disk used
+        with pytest.raises(StateFileError) as exc:
+            load_checkpoint(tmp_path)
+        msg = str(exc.value)
+        assert "\n" not in msg and (says in msg if says else "MiB limit" not in msg), msg
