@@ -46,18 +46,19 @@ E
 run() {  # name fig jobs
   local t0=$SECONDS
   timeout $FIGS python3 -m fedopt experiment $2 --backend lora --config /tmp/cfg/$1.yaml \
-    --set model=$MODEL_DIR --set threads=2 --out /tmp/r/$1 --jobs $3 --overwrite $Q > /tmp/r/$1.log 2>&1
+    --set model=$MODEL_DIR --set threads=2 --set checkpoint_every=0 --out /tmp/r/$1 --jobs $3 \
+    --overwrite $Q > /tmp/r/$1.log 2>&1  # no mid-run checkpoints: the machine is not kept
   echo "$1 rc=$? wall=$((SECONDS-t0)) s" >> /tmp/r/times.txt
 }
 J=$(( $(nproc) < 3 ? $(nproc) : 3 ))
 run fig4a fig4 1 & run fig4b fig4 1 & run fig2a fig2 $J & run fig2b fig2 $J &
 ( while sleep 20; do nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader; done ) > /tmp/r/gpu_util.txt 2>&1 &
 MON=$!
-( while sleep 30; do tar czf /tmp/snap.tgz -C /tmp/r . 2>/dev/null && mv /tmp/snap.tgz $OUT/runs.tgz; done ) &
+( while sleep 30; do tar czf /tmp/snap.tgz --exclude="*.npz" -C /tmp/r . 2>/dev/null && mv /tmp/snap.tgz $OUT/runs.tgz; done ) &
 SNAP=$!
 wait %1 %2 %3 %4
 kill $MON $SNAP
 cat /tmp/r/times.txt >> $OUT/env.txt
 echo "figs done at $((SECONDS-S)) s" >> $OUT/env.txt
 for f in /tmp/r/fig*.log; do tail -c 200000 $f > $f.t && mv $f.t $f; done  # tqdm-heavy
-tar czf $OUT/runs.tgz -C /tmp/r . && ls -la $OUT >> $OUT/env.txt
+tar czf $OUT/runs.tgz --exclude="*.npz" -C /tmp/r . && ls -la $OUT >> $OUT/env.txt

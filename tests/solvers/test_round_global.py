@@ -108,8 +108,9 @@ AGAINST_SCIP = [(2, 0), (2, 1), (3, 0), (3, 1), (3, 2)]
 
 
 @functools.cache
-def _pair(K: int, seed: int, given_x: bool):
-    """auto and SCIP on the same round: MINLP (7) with the floor ⌈βK⌉, or a random x given."""
+def _pair(K: int, seed: int, given_x: bool, rho_zero: bool = False):
+    """auto and SCIP on the same round: MINLP (7) with the floor ⌈βK⌉, or a random x given;
+    ``rho_zero``: ρ = 0 (no energy term: p = P_max is optimal, the band alone prices b)."""
     from fedopt.solvers.random_instances import random_round_system
     from fedopt.solvers.round import solve_round
 
@@ -118,16 +119,19 @@ def _pair(K: int, seed: int, given_x: bool):
     cfg = SystemConfig(K=K)
     rng = np.random.default_rng([162, K, seed])
     sys_ = random_round_system(cfg, rng)
+    if rho_zero:
+        sys_ = dataclasses.replace(sys_, rho=0.0)
     kw = ({"x": random_x(rng, np.isfinite(sys_.b_min), cfg.M_max)} if given_x
           else {"floor": max(1, math.ceil(cfg.beta * K))})
     return (sys_, solve_round(sys_, cfg.M_max, method="auto", **kw),
             solve_round(sys_, cfg.M_max, method="scip", time_limit=30, **kw))
 
 
+@pytest.mark.parametrize("rho_zero", [False, True])
 @pytest.mark.parametrize("given_x", [False, True])
 @pytest.mark.parametrize("K, seed", AGAINST_SCIP)
-def test_auto_against_scip(K, seed, given_x):
-    sys_, auto, scip = _pair(K, seed, given_x)
+def test_auto_against_scip(K, seed, given_x, rho_zero):
+    sys_, auto, scip = _pair(K, seed, given_x, rho_zero)
     assert scip.status == "optimal"  # SCIP proves these small rounds
     assert auto.status == "optimal" and auto.gap <= 1e-6 and auto.tolerance == "relative"
     ref = abs(scip.objective)
@@ -135,6 +139,10 @@ def test_auto_against_scip(K, seed, given_x):
     assert auto.objective <= scip.objective + 1e-9 * ref             # never worse than SCIP
     assert auto.bound <= scip.objective + 1e-12 * ref                # the bound is a bound
     assert auto.objective == sys_.objective(auto.x.x, auto.x.p, auto.x.b)
+    if rho_zero:  # q of (15) increases in p and power costs nothing: p = P_max where it counts
+        on = (auto.x.x * sys_.Gamma).sum(axis=1) > 0
+        assert on.any()
+        np.testing.assert_allclose(auto.x.p[on], sys_.P_max, rtol=1e-9)
 
 
 @pytest.mark.parametrize("K, seed", AGAINST_SCIP)
