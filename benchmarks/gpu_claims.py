@@ -108,6 +108,8 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=5)
     ap.add_argument("--final-window", type=int, default=20)
     a = ap.parse_args()
+    if not a.root.is_dir():
+        ap.error(f"{a.root} is not a folder of figure parts (fig4a, fig2a, ...)")  # exit 2
     print("| claim | global metric (uniform ensemble on the test split) | over |\n|---|---|---|")
     for line in (fig2_rows(curves(a.root, "fig2"), a.target, a.window)
                  + fig4_rows(curves(a.root, "fig4"), a.final_window)):
