@@ -4,7 +4,9 @@ or two schemes), finished or cut by its time limit.
 
 A finished part is read from its CSV; a cut one from the checkpoints its runs in flight left
 in ``runs/<group>/<scheme>/`` (the rounds they reached, every ``checkpoint_every``). Schemes are
-compared over the rounds all of them reached, and the table says how many that is.
+compared over the rounds all of them reached, and the table says how many that is. Several
+seeds are averaged round by round. A checkpoint that is damaged is skipped with a line on
+stderr.
 
     python benchmarks/gpu_claims.py /tmp/r [--target 0.8 --window 5 --final-window 20]
 """
@@ -14,39 +16,59 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from fedopt import safestate
+from fedopt.errors import StateFileError
 from fedopt.experiments.training import rounds_to_converge
-from fedopt.fl.checkpoint import CHECKPOINT, KIND
+from fedopt.fl.checkpoint import CHECKPOINT, load_checkpoint
+
+Curve = dict[str, list[float]]
 
 
-def curves(root: Path, fig: str) -> dict[tuple[str, int], dict[str, list[float]]]:
-    """{(scheme, K): {"global_accuracy": [...], "energy": [...]}} over every part of ``fig``
-    (K = 0 for Fig. 4, which has one)."""
-    out: dict[tuple[str, int], dict[str, list[float]]] = {}
-    for part in sorted(root.glob(f"{fig}?")):
-        d = part / fig
-        table = d / ("fig4.csv" if fig == "fig4" else "fig2_curves.csv")
-        if fig == "fig4" and table.is_file():
-            for r in csv.DictReader(table.open()):
-                c = out.setdefault((r["scheme"], 0), {"global_accuracy": [], "energy": []})
+def _part_curves(part: Path, fig: str) -> dict[tuple[str, int, int], Curve]:
+    """{(scheme, K, seed): curve} of one part: its CSV when it finished, else the checkpoints
+    its runs in flight left (a damaged one is skipped with a line on stderr)."""
+    out: dict[tuple[str, int, int], Curve] = {}
+    d = part / fig
+    table = d / ("fig4.csv" if fig == "fig4" else "fig2_curves.csv")
+    if table.is_file():
+        for r in csv.DictReader(table.open()):
+            K = int(r["K"]) if fig == "fig2" else 0  # Fig. 4 has one K
+            c = out.setdefault((r["scheme"], K, int(r["seed"])), {"global_accuracy": [], "energy": []})
+            if fig == "fig4":
                 c["global_accuracy"].append(float(r["global_accuracy"]))
                 c["energy"].append(float(r["energy"]))
-            continue
-        if fig == "fig2" and table.is_file():  # its curves hold the figure's metric
-            for r in csv.DictReader(table.open()):
-                c = out.setdefault((r["scheme"], int(r["K"])), {"global_accuracy": [], "energy": []})
+            else:  # Fig. 2's curves hold the figure's metric (global_accuracy in fig2_paper)
                 c["global_accuracy"].append(float(r["accuracy"]))
-            continue
-        for ckpt in sorted(d.glob(f"runs/*/*/{CHECKPOINT}")):  # a part cut by its time limit
-            state = safestate.loads(ckpt.read_bytes(), KIND)
-            K = int(state["config"]["K"]) if fig == "fig2" else 0  # Fig. 4 has one K
-            rows = state["rows"]
-            out[(ckpt.parent.name, K)] = {"global_accuracy": [r["global_accuracy"] for r in rows],
-                                          "energy": [r["energy"] for r in rows]}
+        return out
+    for ckpt in sorted(d.glob(f"runs/*/*/{CHECKPOINT}")):  # a part cut by its time limit
+        try:
+            state = load_checkpoint(ckpt.parent)
+            cfg, rows = state["config"], state["rows"]
+            key = (ckpt.parent.name, int(cfg["K"]) if fig == "fig2" else 0, int(cfg["seed"]))
+            out[key] = {"global_accuracy": [float(r["global_accuracy"]) for r in rows],
+                        "energy": [float(r["energy"]) for r in rows]}
+        except (StateFileError, KeyError, TypeError, ValueError) as exc:
+            detail = exc if isinstance(exc, StateFileError) else f"no {exc} in it"
+            print(f"gpu_claims: skipped {ckpt}: {detail}", file=sys.stderr)
+    return out
+
+
+def curves(root: Path, fig: str) -> dict[tuple[str, int], Curve]:
+    """{(scheme, K): curve} over every part of ``fig`` (K = 0 for Fig. 4, which has one),
+    each the mean over seeds, round by round, over the rounds every seed reached."""
+    per_seed: dict[tuple[str, int, int], Curve] = {}
+    for part in sorted(root.glob(f"{fig}?")):
+        per_seed.update(_part_curves(part, fig))
+    out: dict[tuple[str, int], Curve] = {}
+    for scheme, K in sorted({(s, K) for s, K, _ in per_seed}):
+        runs = [c for (s, k, _), c in per_seed.items() if (s, k) == (scheme, K)]
+        T = min(len(c["global_accuracy"]) for c in runs)
+        out[(scheme, K)] = {name: np.mean([c[name][:T] for c in runs], axis=0).tolist()
+                            for name in ("global_accuracy", "energy") if all(c[name] for c in runs)}
     return out
 
 

@@ -47,7 +47,8 @@ def run_scheme(scheme: str | Scheme, run, out: str | Path | None = None, *,
         try:
             sim.restore()
         except (ConfigError, StateFileError) as exc:
-            print(f"fedopt: warning: {sch.name} in {out}: {exc}; the run starts over",
+            why = str(exc).removeprefix("--resume: ")  # worded for `fedopt simulate --resume`
+            print(f"fedopt: warning: {sch.name} in {out}: {why}; the run starts over",
                   file=sys.stderr)
             sim = Simulation(cfg, out, progress=progress, rule=rule,
                              prune_lambda=prune_lambda, outputs=outputs)

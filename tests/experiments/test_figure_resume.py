@@ -70,6 +70,7 @@ def test_a_checkpoint_of_another_config_starts_over_with_one_line(tmp_path, caps
     resumed = run_one("fedlora", other, folder, resume=True)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "different config" in err[0] and "starts over" in err[0]
+    assert "--resume: " not in err[0]
     fresh = run_one("fedlora", other)
     for key in ("accuracy", "global_accuracy", "energy", "received"):
         assert resumed[key] == fresh[key]
