@@ -91,6 +91,11 @@ class LocalResult:
     n_samples: np.ndarray
 
 
+# A module alone that puts this share of the global test set in one class predicts one class:
+# under label skew it has collapsed (docs/RESULTS.md), and the logit mean (3) can carry it.
+ONE_CLASS = 0.99
+
+
 @dataclass
 class Evaluation:
     """Ensemble evaluation, eq. (3).
@@ -98,7 +103,9 @@ class Evaluation:
     Per UE k (on its own test split, its ensemble of subscribed modules): ``ue_accuracy``,
     ``ue_loss`` (K,). ``accuracy`` / ``loss``: the omega-weighted means of those.
     ``global_accuracy`` / ``global_loss``: the uniform ensemble of all modules on the global
-    test set.
+    test set. ``module_accuracy`` (M,): each module alone on the global test set;
+    ``module_top_share`` (M,): the share of that set it puts in its most predicted class (1.0:
+    it predicts one class for everything, a collapsed module that the logit mean can carry).
     """
 
     ue_accuracy: np.ndarray
@@ -107,6 +114,8 @@ class Evaluation:
     loss: float
     global_accuracy: float
     global_loss: float
+    module_accuracy: np.ndarray
+    module_top_share: np.ndarray
 
 
 @runtime_checkable
@@ -237,8 +246,9 @@ def ensemble_evaluation(logits: np.ndarray, labels: np.ndarray, ensembles: np.nd
     How UE k is scored: with ``sample_ue`` (n,) on its own rows of the split; with
     ``label_dist`` (K, C) on the whole split, each class's accuracy and loss weighted by UE
     k's label distribution π_k (the expectation over a test set drawn with its labels).
-    ``accuracy``/``loss``: the ω-weighted means. The global figures use ``global_logits``
-    (M, n', C) and ``global_labels`` (default: the same split)."""
+    ``accuracy``/``loss``: the ω-weighted means. The global figures (the uniform ensemble,
+    and each module alone) use ``global_logits`` (M, n', C) and ``global_labels`` (default:
+    the same split)."""
     logits = np.asarray(logits, float)
     labels = np.asarray(labels, int)
     ens = np.asarray(ensembles, bool)
@@ -270,8 +280,11 @@ def ensemble_evaluation(logits: np.ndarray, labels: np.ndarray, ensembles: np.nd
     g_labels = labels if global_labels is None else np.asarray(global_labels, int)
     g_correct, g_nll = correct_nll(ensemble_logits(g_logits, np.ones(g_logits.shape[0], bool)),
                                    g_labels)
+    pred = g_logits.argmax(axis=2)  # (M, n'): each module alone
+    counts = np.stack([np.bincount(p, minlength=g_logits.shape[2]) for p in pred])
     return Evaluation(ue_acc, ue_loss, float(omega @ ue_acc), float(omega @ ue_loss),
-                      float(g_correct.mean()), float(g_nll.mean()))
+                      float(g_correct.mean()), float(g_nll.mean()),
+                      (pred == g_labels).mean(axis=1), counts.max(axis=1) / max(pred.shape[1], 1))
 
 
 def weighted_mean_aggregate(params: Params, updates: list[Params], weights: np.ndarray) -> Params:

@@ -957,7 +957,9 @@ def save_run(backend: LoraBackend, out_dir: str | os.PathLike, params: list[Para
         atomic_write_text(root / "evaluation.json", json.dumps(
             {"accuracy": evaluation.global_accuracy, "global_accuracy": evaluation.global_accuracy,
              "global_loss": evaluation.global_loss, "ue_weighted_accuracy": evaluation.accuracy,
-             "ue_accuracy": evaluation.ue_accuracy.tolist()}))
+             "ue_accuracy": evaluation.ue_accuracy.tolist(),
+             "module_accuracy": evaluation.module_accuracy.tolist(),
+             "module_top_share": evaluation.module_top_share.tolist()}))
     return root
 
 

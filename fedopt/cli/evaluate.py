@@ -37,6 +37,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from ..backends.base import ONE_CLASS
     from ..backends.glue import read_tsv
     from ..backends.lora import (
         LoraBackend,
@@ -70,11 +71,11 @@ def run(args) -> int:
     logits = backend.module_logits(params, data)
     sizes = np.asarray(meta["data_sizes"], float)
     ev = ensemble_scores(logits, data.labels, ensembles, backend.label_dist, sizes / sizes.sum())
-    # each module alone, for the record
-    single = [float((logits[m].argmax(1) == data.labels).mean()) for m in range(len(params))]
+    single = [float(a) for a in ev.module_accuracy]  # each module alone
     out = {"tsv": str(tsv), "n": int(data.labels.size), "accuracy": ev.global_accuracy,
            "loss": ev.global_loss, "ue_weighted_accuracy": ev.accuracy,
            "ue_accuracy": [float(a) for a in ev.ue_accuracy], "module_accuracy": single,
+           "module_top_share": [float(s) for s in ev.module_top_share],
            "skipped_rows": len(rows.skipped)}
     if args.json:
         print(json.dumps(out))
@@ -83,5 +84,7 @@ def run(args) -> int:
     print(f"global ensemble accuracy   {ev.global_accuracy:.4f}  (loss {ev.global_loss:.4f})")
     print(f"per-UE ensembles, ω-mean   {ev.accuracy:.4f}  "
           f"(min {ev.ue_accuracy.min():.4f}, max {ev.ue_accuracy.max():.4f})")
-    print("single modules             " + "  ".join(f"m{m} {a:.4f}" for m, a in enumerate(single)))
+    print("single modules             " + "  ".join(
+        f"m{m} {a:.4f}" + (" (predicts one class)" if share >= ONE_CLASS else "")
+        for m, (a, share) in enumerate(zip(single, ev.module_top_share))))
     return 0

@@ -99,6 +99,13 @@ def run(args) -> int:
         f"total energy: {summary['energy_total']:.4g} J (computation "
         f"{summary['energy_computation']:.3g} J, communication {summary['energy_communication']:.3g} J)",
     ]
+    if summary.get("final_module_accuracy"):
+        from ..backends.base import ONE_CLASS
+
+        lines.append("each module alone on the global test set: " + ", ".join(
+            f"m{m} {a:.3f}" + (" (predicts one class)" if share >= ONE_CLASS else "")
+            for m, (a, share) in enumerate(zip(summary["final_module_accuracy"],
+                                               summary["final_module_top_share"]))))
     if args.bound and "bound" in summary:
         b = summary["bound"]
         lines.append(f"Theorem 1: max gap/bound ratio {b['max_ratio']:.3g} "

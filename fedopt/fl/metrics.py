@@ -65,6 +65,12 @@ def rounds_to_target(rows: list[dict[str, Any]], target: float, key: str = "accu
     return None
 
 
+def _module_keys(rows: list[dict[str, Any]], prefix: str) -> list[str]:
+    """The per-module columns ``prefix + m`` any row has, by m."""
+    found = {k for r in rows for k in r if k.startswith(prefix) and k[len(prefix):].isdigit()}
+    return sorted(found, key=lambda k: int(k[len(prefix):]))
+
+
 def summarize(rows: list[dict[str, Any]], participation: np.ndarray, target: float,
               extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """summary.json: final and best accuracy, energy totals, rates; deterministic (no timings)."""
@@ -89,6 +95,10 @@ def summarize(rows: list[dict[str, Any]], participation: np.ndarray, target: flo
         "mean_phi": float(np.mean([r["phi"] for r in rows])),
         "mean_rho_energy": float(np.mean([r["rho_energy"] for r in rows])),
     }
+    mods = _module_keys(rows, "module_accuracy_")
+    if mods and mods[0] in last:  # each module alone at the last evaluation
+        out["final_module_accuracy"] = [last[k] for k in mods]
+        out["final_module_top_share"] = [last[k.replace("accuracy", "top_share")] for k in mods]
     if target > 0:
         out["target_accuracy"] = target
         out["rounds_to_target"] = rounds_to_target(rows, target)
@@ -121,9 +131,13 @@ def plot_run(rows: list[dict[str, Any]], folder: str | Path, title: str = "",
     ok = ~np.isnan(col["accuracy"])
     ax.plot(t[ok], col["accuracy"][ok], label="per-UE ensemble (3), ω-weighted")
     ax.plot(t[ok], col["global_accuracy"][ok], label="global test set, all modules", ls="--")
+    for k in _module_keys(rows, "module_accuracy_"):  # a collapsed module shows as a flat line
+        v = np.array([r.get(k, np.nan) for r in rows], dtype=float)
+        ax.plot(t[~np.isnan(v)], v[~np.isnan(v)], lw=0.8, alpha=0.6,
+                label=f"module {k.rsplit('_', 1)[1]} alone, global test set")
     ax.set(xlabel="round", ylabel="test accuracy", title=f"Accuracy {title}".strip())
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7)
     save(fig, "accuracy.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -163,7 +177,8 @@ def plot_run(rows: list[dict[str, Any]], folder: str | Path, title: str = "",
 class EnsembleEvaluation:
     """A round observer (:class:`fedopt.fl.round.RoundObserver`): after every ``every``-th
     round and the last one, the backend scores every UE's ensemble (3) at θ^{t+1} and the
-    row gets ``accuracy``, ``global_accuracy``, ``loss`` and ``global_loss``."""
+    row gets ``accuracy``, ``global_accuracy``, ``loss`` and ``global_loss``, and per module
+    m ``module_accuracy_m`` and ``module_top_share_m`` (it alone on the global test set)."""
 
     def __init__(self, backend, every: int, rounds: int) -> None:
         self.backend, self.every, self.rounds = backend, int(every), int(rounds)
@@ -178,3 +193,5 @@ class EnsembleEvaluation:
         ev = self.backend.evaluate(params, engine.book.ensembles)
         row.update(accuracy=ev.accuracy, global_accuracy=ev.global_accuracy, loss=ev.loss,
                    global_loss=ev.global_loss)
+        for m, (a, share) in enumerate(zip(ev.module_accuracy, ev.module_top_share)):
+            row[f"module_accuracy_{m}"], row[f"module_top_share_{m}"] = float(a), float(share)

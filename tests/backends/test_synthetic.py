@@ -175,6 +175,25 @@ def test_evaluate_ensemble_by_hand():
     assert ev.accuracy == pytest.approx(omega @ ev.ue_accuracy)
     zg = np.mean([be.x_global @ w.T for w in W], 0)
     assert ev.global_accuracy == pytest.approx(np.mean(zg.argmax(1) == be.y_global))
+    for m in range(2):  # each module alone on the global test set, by a loop over examples
+        pred = [int(np.argmax(x @ W[m].T)) for x in be.x_global]
+        assert ev.module_accuracy[m] == pytest.approx(np.mean(np.array(pred) == be.y_global))
+        assert ev.module_top_share[m] == pytest.approx(max(pred.count(c) for c in set(pred)) / len(pred))
+
+
+def test_collapsed_module_predicts_one_class_and_carries_the_logit_mean():
+    """A module whose logits favour one class by a wide margin on every example: its top
+    share is 1 and the uniform logit mean (3) follows it, though the other module is right."""
+    from fedopt.backends.base import ONE_CLASS, ensemble_evaluation
+
+    y = np.array([0, 1, 0, 1, 1, 0])
+    good = np.stack([1.0 - y, y.astype(float)], axis=1)  # margin 1 toward the true class
+    dead = np.tile([0.0, 6.7], (6, 1))  # "class 1" by 6.7 for everything (QNLI seed 2's m0)
+    ev = ensemble_evaluation(np.stack([good, dead]), y, np.ones((1, 2), bool), np.ones(1),
+                             label_dist=np.array([[0.5, 0.5]]))
+    assert list(ev.module_accuracy) == [1.0, 0.5]
+    assert list(ev.module_top_share) == [0.5, 1.0] and ev.module_top_share[1] >= ONE_CLASS
+    assert ev.global_accuracy == 0.5  # the mean follows the dead module's margin
 
 
 def test_training_improves_accuracy():
