@@ -166,6 +166,18 @@ def _load_hf(spec: TaskSpec) -> tuple[TextData, TextData]:
     return conv(ds["train"]), conv(ds["validation"])
 
 
+def splits_dev(task: str, data_dir: str | os.PathLike | None = None) -> bool:
+    """Whether :func:`load_task` carves both train and test out of ``dev.tsv`` for ``task``
+    (its GLUE folder has a dev.tsv but no train.tsv: QNLI here)."""
+    root = resolve_data_dir(data_dir)
+    if root is None:
+        return False
+    spec = task_spec(task)
+    folder = next((p for p in (root / spec.folder, root / spec.folder.lower(), root / spec.name)
+                   if p.is_dir()), None)
+    return folder is not None and (folder / "dev.tsv").is_file() and not (folder / "train.tsv").is_file()
+
+
 def load_task(task: str, data_dir: str | os.PathLike | None = None, seed: int = 0,
               test_fraction: float = 0.3) -> tuple[TextData, TextData, str]:
     """(train, test, note) for a GLUE task.

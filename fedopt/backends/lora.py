@@ -254,10 +254,7 @@ class LoraBackend:
 
     def _setup_data(self, train: TextData, test: TextData, sizes: np.ndarray) -> None:
         opts = self.options
-        if opts.max_test and opts.max_test < len(test):
-            rng = np.random.default_rng(opts.seed + 1)
-            keep = np.sort(rng.choice(len(test), opts.max_test, replace=False))
-            test = test.subset(keep)
+        test = test_subset(test, opts)
         self.num_ues = int(sizes.shape[0])
         rng = np.random.default_rng(opts.seed)
         parts = dirichlet_partition(train.labels, sizes, opts.alpha_dir, rng)
@@ -841,17 +838,20 @@ class LoraBackend:
 
     def data_for_tsv(self, path: str | os.PathLike) -> _Data:
         """A GLUE-format TSV tokenised (and cached on the fast path) for :meth:`module_logits`."""
+        return self.data_for(read_tsv(path, self.spec), "tsv")
+
+    def data_for(self, data: TextData, what: str = "tsv") -> _Data:
+        """Labelled text tokenised (and cached on the fast path) for :meth:`module_logits`."""
         import torch
 
         from .lora_batched import PrefixCache
 
         self._require_built()
-        data = read_tsv(path, self.spec)
         out = _Data(self._tokenize(data), data.labels)
         if self.options.lora_path == "fast":
             out.cache = PrefixCache(self.encoder, self.layers[self.first], out.examples, self.pad_id,
                                     getattr(torch, _DTYPES[self.options.eval_cache_dtype]),
-                                    progress=self.options.progress, desc="prefix cache (tsv)")
+                                    progress=self.options.progress, desc=f"prefix cache ({what})")
             self._check_fast_path(out)
         return out
 
@@ -911,6 +911,25 @@ def step_grad_sq(grads, eps: float | None) -> float:
     from .lora_batched import gamma_terms
 
     return float(sum(gamma_terms(g.double(), eps).sum() for g in grads))
+
+
+def test_subset(test: TextData, opts: LoraOptions) -> TextData:
+    """The test split a run scores: all of it, or with ``max_test`` a seeded subsample."""
+    if opts.max_test and opts.max_test < len(test):
+        rng = np.random.default_rng(opts.seed + 1)
+        test = test.subset(np.sort(rng.choice(len(test), opts.max_test, replace=False)))
+    return test
+
+
+def run_test_split(options: dict, data_dir: str | os.PathLike | None = None
+                   ) -> tuple[TextData, TextData, str]:
+    """(train, test, note): the data split of a saved run (its backend.json ``options``),
+    rebuilt as the run built it; ``test`` is exactly the split its evaluations scored. The
+    GLUE root is ``data_dir``, else the run's own, else the default search."""
+    opts = LoraOptions.from_dict({**options, "model": None})
+    train, test, note = load_task(opts.task, data_dir or opts.data_dir, seed=opts.seed,
+                                  test_fraction=opts.test_fraction)
+    return train, test_subset(test, opts), note
 
 
 def ensemble_scores(logits: np.ndarray, labels: np.ndarray, ensembles: np.ndarray,

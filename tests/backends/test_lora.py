@@ -262,14 +262,56 @@ def test_evaluate_cli_matches_run_and_rejects_bad_tsv(bert, glue, tmp_path, caps
     be.save_run(tmp_path, params, ens)
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path), "--tsv", str(glue / "SST-2" / "dev.tsv"), "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
     assert out["accuracy"] == ev.global_accuracy
     np.testing.assert_allclose(out["ue_accuracy"], ev.ue_accuracy)
+    assert captured.err == ""  # SST-2 trains on train.tsv: dev.tsv shares no rows with it
+    assert main(["evaluate", str(tmp_path), "--json"]) == 0  # the run's own split: all of dev
+    assert json.loads(capsys.readouterr().out)["accuracy"] == ev.global_accuracy
     bad = tmp_path / "nolabel.tsv"
     bad.write_text("sentence\nfine film\n")
     assert main(["evaluate", str(tmp_path), "--tsv", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert "no 'label' column" in err and "\n" not in err
+
+
+def test_evaluate_cli_rebuilds_the_runs_qnli_split_and_warns_on_its_training_rows(
+        bert, tmp_path, capsys):
+    """QNLI's dev.tsv is split 70/30 for a run. Without --tsv, ``fedopt evaluate`` rebuilds
+    the held-back 30 % and reproduces the run's evaluation exactly; with --tsv dev.tsv it
+    says how many rows the run trained on (the 70 training rows of load_task's split)."""
+    import json
+
+    from fedopt.cli import main
+
+    glue = tmp_path / "glue"
+    (glue / "QNLI").mkdir(parents=True)
+    rows = [f"{i}\tq {i} {'why' if i % 3 else 'how'}?\ts {i} {'yes' if i % 3 else 'no'}.\t"
+            f"{'entailment' if i % 3 else 'not_entailment'}\n" for i in range(100)]
+    dev = glue / "QNLI" / "dev.tsv"
+    dev.write_text("index\tquestion\tsentence\tlabel\n" + "".join(rows))
+    be = _backend(bert, glue, task="qnli", max_length=16)
+    params = _perturbed(be.init_modules(SPECS), seed=6)
+    ens = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 1], [0, 0, 1]], bool)
+    ev = be.evaluate(params, ens)
+    run = tmp_path / "run"
+    be.save_run(run, params, ens)
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out["n"] == 30 and out["tsv"] is None and "split" in out["data"]
+    assert out["accuracy"] == ev.global_accuracy
+    np.testing.assert_allclose(out["ue_accuracy"], ev.ue_accuracy)
+    np.testing.assert_allclose(out["module_accuracy"], ev.module_accuracy)
+    assert captured.err == ""
+    assert main(["evaluate", str(run), "--json", "--device", "cpu", "--tsv", str(dev)]) == 0
+    captured = capsys.readouterr()
+    train, _, _ = load_task("qnli", glue, seed=be.options.seed)
+    assert json.loads(captured.out)["n"] == 100
+    (line,) = captured.err.splitlines()
+    assert f"{len(train)} of its 100 rows are in the run's training part" in line and len(train) == 70
 
 
 def test_evaluate_cli_scores_a_gpu_run_on_the_cpu(bert, glue, tmp_path, capsys):
