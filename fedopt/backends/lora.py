@@ -45,7 +45,7 @@ import numpy as np
 from .._checks import bool_mask
 from ..errors import ConfigError
 from .base import Evaluation, LocalResult, ModuleSpec, PairBatch, Params, weighted_mean_aggregate
-from .glue import TextData, dirichlet_partition, load_task, read_tsv, task_spec
+from .glue import TextData, dirichlet_partition, load_task, task_spec
 
 __all__ = ["OPTIONS", "LoraOptions", "LoraBackend", "ensemble_scores", "step_grad_sq", "save_run", "load_run_modules",
            "check_run_params"]
@@ -836,12 +836,9 @@ class LoraBackend:
         self.last_evaluation = ev
         return ev
 
-    def data_for_tsv(self, path: str | os.PathLike) -> _Data:
-        """A GLUE-format TSV tokenised (and cached on the fast path) for :meth:`module_logits`."""
-        return self.data_for(read_tsv(path, self.spec), "tsv")
-
     def data_for(self, data: TextData, what: str = "tsv") -> _Data:
-        """Labelled text tokenised (and cached on the fast path) for :meth:`module_logits`."""
+        """Labelled text (a TSV's rows, a run's test split) tokenised, and cached on the fast
+        path, for :meth:`module_logits`; ``what`` names it in the progress bar."""
         import torch
 
         from .lora_batched import PrefixCache
