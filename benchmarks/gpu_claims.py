@@ -52,7 +52,7 @@ def _part_curves(part: Path, fig: str) -> dict[tuple[str, int, int], Curve]:
             out[key] = {"global_accuracy": [float(r["global_accuracy"]) for r in rows],
                         "energy": [float(r["energy"]) for r in rows]}
         except (StateFileError, KeyError, TypeError, ValueError) as exc:
-            detail = exc if isinstance(exc, StateFileError) else f"no {exc} in it"
+            detail = exc if isinstance(exc, StateFileError) else f"not a run's checkpoint ({exc!r})"
             print(f"gpu_claims: skipped {ckpt}: {detail}", file=sys.stderr)
     return out
 
