@@ -106,6 +106,10 @@ def run(args) -> int:
             f"m{m} {a:.3f}" + (" (predicts one class)" if share >= ONE_CLASS else "")
             for m, (a, share) in enumerate(zip(summary["final_module_accuracy"],
                                                summary["final_module_top_share"]))))
+    if summary.get("module_mean_subscriptions"):
+        lines.append("subscribers a round, mean (received): " + ", ".join(
+            f"m{m} {s:.1f} ({r:.1f})" for m, (s, r) in enumerate(zip(
+                summary["module_mean_subscriptions"], summary["module_mean_received"]))))
     if args.bound and "bound" in summary:
         b = summary["bound"]
         lines.append(f"Theorem 1: max gap/bound ratio {b['max_ratio']:.3g} "

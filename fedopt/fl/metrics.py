@@ -99,6 +99,11 @@ def summarize(rows: list[dict[str, Any]], participation: np.ndarray, target: flo
     if mods and mods[0] in last:  # each module alone at the last evaluation
         out["final_module_accuracy"] = [last[k] for k in mods]
         out["final_module_top_share"] = [last[k.replace("accuracy", "top_share")] for k in mods]
+    subs = _module_keys(rows, "subscriptions_")
+    if subs and all(k in r for r in rows for k in subs):  # per round, over the whole run
+        out["module_mean_subscriptions"] = [float(np.mean([r[k] for r in rows])) for k in subs]
+        out["module_mean_received"] = [
+            float(np.mean([r[k.replace("subscriptions", "received")] for r in rows])) for k in subs]
     if target > 0:
         out["target_accuracy"] = target
         out["rounds_to_target"] = rounds_to_target(rows, target)
@@ -149,14 +154,28 @@ def plot_run(rows: list[dict[str, Any]], folder: str | Path, title: str = "",
     ax.legend()
     save(fig, "energy.png")
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    subs = _module_keys(rows, "subscriptions_")
+    fig, axes = plt.subplots(2 if subs else 1, 1, figsize=(6, 6.5 if subs else 4), sharex=True,
+                             squeeze=False)
+    ax = axes[0, 0]
     ax.plot(t, col["participation"], label="UEs with ≥ 1 module")
     ax.plot(t, col["success_rate"], label="upload success rate", alpha=0.8)
     ax.plot(t, col["bandwidth"], label="bandwidth used Σb", alpha=0.8)
-    ax.set(xlabel="round", ylabel="fraction", ylim=(0, 1.05),
+    ax.set(xlabel="" if subs else "round", ylabel="fraction", ylim=(0, 1.05),
            title=f"Participation {title}".strip())
     ax.grid(alpha=0.3)
     ax.legend()
+    if subs:  # a module with one or two subscribers is trained on their data alone
+        ax = axes[1, 0]
+        for k in subs:
+            m = k.rsplit("_", 1)[1]
+            sub = np.array([r.get(k, np.nan) for r in rows], dtype=float)
+            rec = np.array([r.get(f"received_{m}", np.nan) for r in rows], dtype=float)
+            line, = ax.plot(t, sub, label=f"module {m}: subscribers")
+            ax.plot(t, rec, ls=":", color=line.get_color(), label=f"module {m}: received")
+        ax.set(xlabel="round", ylabel="UEs")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
     save(fig, "participation.png")
 
     if bound is not None:

@@ -454,6 +454,10 @@ class RoundEngine:
         ok = ~np.isnan(results.loss)
         train_loss = (float(np.average(results.loss[ok], weights=n_samples[ok]))
                       if ok.any() and n_samples[ok].sum() > 0 else nan)
+        # per module: a module with few subscribers is trained on their data alone
+        sub_m = x.sum(axis=0)
+        rec_m = np.bincount(np.asarray(plan.work.module)[np.asarray(received, bool)],
+                            minlength=self.M)
         return {
             "round": plan.t,
             "accuracy": nan,  # filled by an evaluation observer (3), where there is one
@@ -478,6 +482,8 @@ class RoundEngine:
             "train_loss": train_loss,
             "error_replies": int(results.errors),
             "missing_replies": int(results.missing),
+            **{f"subscriptions_{m}": int(sub_m[m]) for m in range(self.M)},
+            **{f"received_{m}": int(rec_m[m]) for m in range(self.M)},
         }
 
     # --- checkpoint state ------------------------------------------------------------------

@@ -130,6 +130,9 @@ def test_aggregation_per_module_equals_eq1(example_run, make_grid, normalize):
         assert compare_params([got[m]], [own]) < 1e-13
     assert metrics["received"] == int(received.sum())
     assert metrics["subscriptions"] == int(x.sum())
+    for m in range(setup.pop.M):  # per module, against the hand-drawn uplink
+        assert metrics[f"subscriptions_{m}"] == int(x[:, m].sum())
+        assert metrics[f"received_{m}"] == int(received[m_idx == m].sum())
 
 
 def test_error_reply_is_a_lost_upload_and_the_round_goes_on(example_run, make_grid):
@@ -145,6 +148,8 @@ def test_error_reply_is_a_lost_upload_and_the_round_goes_on(example_run, make_gr
     assert metrics["error_replies"] == 1 and metrics["missing_replies"] == 1
     lost = int(x[bad].sum() + x[late].sum())
     assert metrics["received"] == int(x.sum()) - lost
+    for m in range(setup.pop.M):  # the failed and the late node's uploads are lost per module
+        assert metrics[f"received_{m}"] == int(x[:, m].sum() - x[[bad, late], m].sum())
     # the aggregate is (1) over every other upload (real delivery: each arrival is received)
     k_idx, m_idx = np.nonzero(x)
     ok = [(k, m) for k, m in zip(k_idx.tolist(), m_idx.tolist()) if k not in (bad, late)]
