@@ -300,9 +300,9 @@ class Simulation(EngineDriver):
                 row = self.step()
                 energy += row["energy"]
                 if bar is not None:
-                    acc = row["accuracy"]
-                    bar.set_postfix_str(f"round {self.t}/{run.rounds} acc "
-                                        f"{'-' if math.isnan(acc) else f'{acc:.3f}'} "
+                    acc, glob = row["accuracy"], row["global_accuracy"]
+                    shown = "-" if math.isnan(acc) else f"{acc:.3f} (global {glob:.3f})"
+                    bar.set_postfix_str(f"round {self.t}/{run.rounds} acc {shown} "
                                         f"energy {energy:.3g} J", refresh=False)
                     bar.update(1)
         finally:
