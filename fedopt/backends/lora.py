@@ -89,6 +89,8 @@ class LoraOptions:
     eval_cache_dtype: str = "float32"  # test-set cache: exact logits at test time
     batch: int = 8  # local batch
     probe_batch: int = 16  # fixed per-UE probe batch for probe()
+    probe_rows: str = "train"  # train: the probe batch is drawn from the rows UE k trains on |
+    #                            held_out: kept out of its local training (MODEL-NOTES)
     eval_batch: int = 64
     max_pairs_per_pass: int = 64  # bounds activation memory of the batched pass
     alpha_dir: float = 0.5  # Dirichlet label skew
@@ -129,6 +131,8 @@ class LoraOptions:
             raise ConfigError(f"dtype: must be one of {', '.join(COMPUTE_DTYPES)}, got {self.dtype!r}")
         if self.local_optimizer not in ("sgd", "adamw"):
             raise ConfigError(f"local_optimizer: must be 'sgd' or 'adamw', got {self.local_optimizer!r}")
+        if self.probe_rows not in ("train", "held_out"):
+            raise ConfigError(f"probe_rows: must be 'train' or 'held_out', got {self.probe_rows!r}")
         if self.gamma not in ("gradient", "optimizer"):
             raise ConfigError(f"gamma: must be 'gradient' or 'optimizer', got {self.gamma!r}")
         if self.optimizer_state not in ("reset", "keep"):
@@ -270,13 +274,25 @@ class LoraBackend:
         # log pi_k with add-one smoothing (a class UE k lacks stays finite): the prior that
         # ``logit_adjustment`` adds to the logits of UE k's local loss
         self._log_prior = np.log((counts + 1) / (counts.sum(1, keepdims=True) + self.num_labels))
+        # the fixed probe batch of each UE (its l_{k,m} and gradient for Delta, Gamma of (7)) and
+        # the rows it trains on: all of its rows, or all but the probe's (``probe_rows``)
+        probe_rng = np.random.default_rng(opts.seed + 3)
+        self._probe_rows, self._train_rows = [], []
+        for k, r in enumerate(self._ue_rows):
+            perm = probe_rng.permutation(r.size)
+            if opts.probe_rows == "held_out":
+                if r.size < 2:
+                    raise ConfigError(f"probe_rows: held_out needs at least 2 samples per UE; UE {k} has {r.size}")
+                held = min(opts.probe_batch, r.size // 2)  # a UE keeps at least half to train on
+                self._probe_rows.append(r[np.resize(perm[:held], opts.probe_batch)])
+                self._train_rows.append(r[np.sort(perm[held:])])
+            else:
+                self._probe_rows.append(r[np.resize(perm, opts.probe_batch)])
+                self._train_rows.append(r)
         # per-UE sampling state: a shuffled order and a cursor (checkpointed by state_dict)
         self._rng = np.random.default_rng(opts.seed + 2)
-        self._order = [self._rng.permutation(r.size) for r in self._ue_rows]
+        self._order = [self._rng.permutation(r.size) for r in self._train_rows]
         self._cursor = np.zeros(self.num_ues, dtype=int)
-        probe_rng = np.random.default_rng(opts.seed + 3)
-        self._probe_rows = [r[np.resize(probe_rng.permutation(r.size), opts.probe_batch)]
-                            for r in self._ue_rows]
 
     # --- model construction ---------------------------------------------------------------
 
@@ -445,7 +461,7 @@ class LoraBackend:
 
     def _draw(self, k: int, n: int) -> np.ndarray:
         """n training rows of UE k: its shuffled order from the cursor on, reshuffled per epoch."""
-        rows = self._ue_rows[k]
+        rows = self._train_rows[k]
         out = []
         while n > 0:
             c = int(self._cursor[k])

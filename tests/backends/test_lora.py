@@ -611,3 +611,31 @@ def test_device_option(bert, glue, tmp_path, capsys):
         assert main(argv + ["--set", f"device={device}"]) == 2
         err = capsys.readouterr().err.strip()
         assert f"device: {device} asked for" in err and "no CUDA device" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("mode", ["train", "held_out"])
+def test_probe_rows_are_kept_out_of_local_training_when_held_out(mode, bert, glue):
+    """``probe_rows: held_out``: no row of UE k's probe batch is ever in its training batches
+    (three epochs of draws), and the probe's loss is the loss of exactly those rows."""
+    be = _backend(bert, glue, probe_rows=mode, probe_batch=8)
+    params = _perturbed(be.init_modules(SPECS))
+    for k in range(CFG.K):
+        ue = set(be._ue_rows[k].tolist())
+        probe = set(be._probe_rows[k].tolist())
+        assert probe <= ue and len(probe) == 8
+        drawn = set(be._draw(k, 3 * be._ue_rows[k].size).tolist())
+        if mode == "held_out":
+            assert drawn.isdisjoint(probe) and drawn | probe == ue  # trains on every other row
+        else:
+            assert drawn == ue
+    # the probe loss is UE k's mean loss over its probe rows, evaluated by the plain peft model
+    loss, _ = be.probe(PAIRS, params)
+    ref = _backend(bert, glue, probe_rows=mode, probe_batch=8, lora_path="reference")
+    ref.init_modules(SPECS)
+    ref_loss, _ = ref.probe(PAIRS, params)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5, atol=1e-6)
+
+
+def test_probe_rows_rejects_an_unknown_mode(bert, glue):
+    with pytest.raises(ConfigError, match="probe_rows"):
+        _backend(bert, glue, probe_rows="validation")
