@@ -301,7 +301,8 @@ class Simulation(EngineDriver):
                 energy += row["energy"]
                 if bar is not None:
                     acc, glob = row["accuracy"], row["global_accuracy"]
-                    shown = "-" if math.isnan(acc) else f"{acc:.3f} (global {glob:.3f})"
+                    shown = "-" if math.isnan(acc) else f"{acc:.3f}" + (
+                        "" if math.isnan(glob) else f" (global {glob:.3f})")
                     bar.set_postfix_str(f"round {self.t}/{run.rounds} acc {shown} "
                                         f"energy {energy:.3g} J", refresh=False)
                     bar.update(1)
