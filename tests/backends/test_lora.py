@@ -636,6 +636,10 @@ def test_probe_rows_are_kept_out_of_local_training_when_held_out(mode, bert, glu
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-5, atol=1e-6)
 
 
-def test_probe_rows_rejects_an_unknown_mode(bert, glue):
+def test_probe_rows_rejects_an_unknown_mode_and_a_one_sample_ue(bert, glue):
     with pytest.raises(ConfigError, match="probe_rows"):
         _backend(bert, glue, probe_rows="validation")
+    one = SystemConfig(K=2, batch=1, data_min=1, data_max=1)
+    with pytest.raises(ConfigError, match="held_out needs at least 2 samples per UE; UE 0 has 1"):
+        LoraBackend(one, draw_population(one, 0), 0, model=str(bert), data_dir=str(glue),
+                    progress=False, log=lambda msg: None, probe_rows="held_out")
