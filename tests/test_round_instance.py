@@ -170,7 +170,7 @@ def _assert_same_instance(got, want, where="instance"):
             _assert_same_instance(g, w, f"{where}[{i}]")
     elif isinstance(want, float):
         assert isinstance(got, float), where
-        assert abs(got - want) <= 4 * math.ulp(max(abs(got), abs(want))), (where, got, want)
+        np.testing.assert_array_max_ulp(got, want, maxulp=4)
     else:
         assert type(got) is type(want) and got == want, (where, got, want)
 
